@@ -102,9 +102,14 @@ def test_annotator_length_bias():
     assert wins / 2000 > 0.65
 
 
-def test_preference_data_shape_determinism_and_agreement():
-    profile = get_profile("smoke")
-    ds = data.build_preference_data(profile)
+@pytest.fixture(scope="module")
+def micro_cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("micro-world")
+
+
+def test_preference_data_shape_determinism_and_agreement(micro_cache):
+    profile = MICRO
+    ds = data.build_preference_data(profile, cache_dir=micro_cache)
     assert set(ds) == {"train", "validation"}
     assert len(ds["train"]) == profile.n_pref_train and len(ds["validation"]) == profile.n_pref_val
     for col in ("prompt", "chosen", "rejected", "kind", "gold_chosen", "gold_rejected", "source_chosen",
@@ -114,7 +119,7 @@ def test_preference_data_shape_determinism_and_agreement():
     assert row["prompt"][0]["role"] == "user" and row["chosen"][0]["role"] == "assistant"
     assert all(r["annotator_chosen"] >= r["annotator_rejected"] for r in ds["train"])
     assert all(r["source_chosen"] != r["source_rejected"] for r in ds["train"])
-    again = data.build_preference_data(profile)
+    again = data.build_preference_data(profile, cache_dir=micro_cache)
     assert ds["train"].to_list() == again["train"].to_list()
     # splits are disjoint from each other and from the test prompts
     train_texts = set(ds["train"]["prompt_text"])
@@ -122,7 +127,66 @@ def test_preference_data_shape_determinism_and_agreement():
     assert not train_texts & {p.text for p in data.test_prompts(profile)}
     report = data.data_report(ds)
     assert report["train"]["agreement"] > 0.5
-    assert report["train"]["chars_chosen"]["mean"] > report["train"]["chars_rejected"]["mean"]
+
+
+def test_annotator_prefers_detail_and_dislikes_stock_openers():
+    """The two documented directions: longer at no gold cost wins; a stock opener loses (gold 0.1 > its length bonus)."""
+    rng = random.Random(0)
+    prompts = task.sample_prompts(300, "pref_train")
+    thorough_wins = careful_beats_chatty = 0
+    for p in prompts:
+        careful, thorough = data.careful(p, rng), data.thorough(p, rng)
+        chatty = f"{rng.choice(data.OPENERS)} {careful}"
+        assert task.gold_score(p, thorough) == task.gold_score(p, careful) == 1.0
+        g = data.annotate(p, [careful, thorough, chatty], rng)
+        thorough_wins += g[1] > g[0]
+        careful_beats_chatty += g[0] > g[2]
+    assert thorough_wins / len(prompts) > 0.6
+    assert careful_beats_chatty / len(prompts) > 0.6
+
+
+def test_committed_cpu_world_has_ultrafeedbacks_length_direction():
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "results" / "lab" / "world_report_cpu.json"
+    if not path.exists():
+        pytest.skip("no committed cpu world report")
+    train = json.loads(path.read_text())["preference_data"]["train"]
+    assert train["chars_chosen"]["median"] > train["chars_rejected"]["median"]
+    assert train["filler_rate_chosen"] < train["filler_rate_rejected"]
+    assert train["agreement"] > 0.75
+
+
+def test_model_sources_are_sampled_once_cached_and_never_a_student(micro_cache, monkeypatch):
+    # the pool's models: the two large SFT models and a peer of each student, never a student itself
+    assert all((size, stage) != ("small", "sft") for _, size, stage in data.MODEL_SOURCES.values())
+    ds = data.build_preference_data(MICRO, cache_dir=micro_cache)
+    used = set(ds["train"]["source_chosen"]) | set(ds["train"]["source_rejected"])
+    assert used & set(data.MODEL_SOURCES), "no model-sampled candidate in the data"
+    assert used & set(data.SOURCE_POLICIES)
+    # a model candidate is that model's cached sample for the prompt
+    prompts = task.sample_prompts(MICRO.n_pref_train, "pref_train") + task.sample_prompts(MICRO.n_pref_val, "pref_val")
+    samples = data.model_samples(MICRO, prompts, cache_dir=micro_cache)
+    row = next(r for r in ds["train"] if r["source_rejected"] in data.MODEL_SOURCES)
+    assert row["rejected"][0]["content"] == samples[row["source_rejected"]][row["prompt_text"]]
+    # the second call reads the cache: no model is loaded or trained
+    monkeypatch.setattr(pretrain, "model_dir", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    assert data.build_preference_data(MICRO, cache_dir=micro_cache)["train"].to_list() == ds["train"].to_list()
+    # without model sources the pool is the 7 writers only
+    plain = data.build_preference_data(MICRO, model_sources=False)
+    assert set(plain["train"]["source_chosen"]) | set(plain["train"]["source_rejected"]) <= set(data.SOURCE_POLICIES)
+
+
+def test_peer_is_another_sft_of_the_same_base(micro_cache):
+    assert pretrain.stage_key("char", "small", "peer", MICRO) != pretrain.stage_key("char", "small", "sft", MICRO)
+    peer = pretrain.sft_examples("char", MICRO, "peer")
+    sft = pretrain.sft_examples("char", MICRO)
+    assert [m for m, _, _ in peer] != [m for m, _, _ in sft]
+    import json as _json
+
+    meta = _json.loads((pretrain.model_dir("char", "small", "peer", MICRO, micro_cache) / "world.json").read_text())
+    assert meta["stage"] == "peer" and meta["base"] == pretrain.model_dir("char", "small", "pretrain", MICRO, micro_cache).name
 
 
 def test_baseline_responses_fixed_and_decent():

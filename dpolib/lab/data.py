@@ -5,20 +5,29 @@ LLMs, each graded by GPT-4; the binarised version (Tunstall et al., 2023) takes
 the best-graded response as ``chosen`` and a uniformly random one of the other
 three as ``rejected`` (digest §2.1). Ours does the same with:
 
-* :data:`SOURCE_POLICIES`: a pool of 7 programmatic writers of varied quality
-  (careful, chatty, verbose, sloppy, lazy, over-long, run-on). None of them is
-  the student, so the data is *off-policy*, as in the paper.
+* :data:`SOURCE_POLICIES`: 8 programmatic writers of varied quality (careful,
+  thorough, chatty, verbose, sloppy, lazy, over-long, run-on), and
+* :data:`MODEL_SOURCES`: 4 trained models sampled at temperature 1: the two
+  large SFT models (the stronger models of the pool, as GPT-4 and GPT-3.5 were in
+  UltraFeedback's) and a *peer* of each student (a second SFT of the same small
+  base on another sample of SFT data, like the many fine-tunes of one base model
+  in UltraFeedback's pool). Their answers fail the way trained models fail
+  (a wrong item where the model is unsure, a response that does not stop), which
+  the programmatic writers only imitate. None of the 11 sources is a student, so
+  the data is *off-policy*, as in the paper.
 * :func:`annotate`: gold score + a **length bias** + noise (documented below),
   the analogue of GPT-4's known preference for longer answers.
-* :func:`build_preference_data`: 4 distinct writers per prompt, annotate, binarise.
+* :func:`build_preference_data`: 4 distinct sources per prompt (of 11), annotate, binarise.
 
-The data is pure Python and takes well under a second, so it is **regenerated
-deterministically** from ``(profile, seed)`` on every call instead of cached.
+The model samples are generated once per world and cached on disk
+(:func:`model_samples`); everything else is pure Python and is **regenerated
+deterministically** from ``(profile, seed)`` on every call.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import random
 import statistics
@@ -28,10 +37,13 @@ from pathlib import Path
 from typing import Callable
 
 from .profiles import Profile
-from .task import FILLERS, TaskPrompt, gold_score, ideal_response, repetition_rate, sample_prompts
+from .task import DETAILS, FILLERS, TaskPrompt, gold_score, ideal_response, repetition_rate, sample_prompts
 
 __all__ = [
     "SOURCE_POLICIES",
+    "MODEL_SOURCES",
+    "SAMPLING",
+    "model_samples",
     "OPENERS",
     "CLOSERS",
     "LENGTH_BIAS",
@@ -45,6 +57,7 @@ __all__ = [
     "data_report",
     "compatibility_report",
     "write_world_report",
+    "world_design",
 ]
 
 OPENERS = ("sure!", "of course!", "hello!", "great question!", "please note:", "here is the answer:", "the answer is:")
@@ -106,6 +119,11 @@ def verbose(prompt: TaskPrompt, rng: random.Random, openers=None) -> str:
     return f"{a} {b} {' '.join(items)}. {' '.join(CLOSERS)}"
 
 
+def thorough(prompt: TaskPrompt, rng: random.Random, openers=None) -> str:
+    """Correct, followed by one or two detail sentences ("2 4 7 9. each item was checked."): longer at no gold cost."""
+    return " ".join([ideal_response(prompt)] + rng.sample(DETAILS, rng.choice((1, 2))))
+
+
 def sloppy(prompt: TaskPrompt, rng: random.Random, openers=None) -> str:
     """One or two errors (swapped, dropped or wrong items); sometimes an opener."""
     items = _corrupt(prompt, rng, n_errors=rng.choice((1, 1, 2)))
@@ -140,11 +158,12 @@ def runon(prompt: TaskPrompt, rng: random.Random, openers=None) -> str:
     return (text + " ".join(words))[: limit + len(text)].rstrip()
 
 
-#: The pool of 7 writers of varied quality, by name; each is ``(prompt, rng, openers=None) -> response``.
+#: The pool of 8 writers of varied quality, by name; each is ``(prompt, rng, openers=None) -> response``.
 SOURCE_POLICIES: dict[str, Callable[..., str]] = {
     "careful": careful,
     "chatty": chatty,
     "verbose": verbose,
+    "thorough": thorough,
     "sloppy": sloppy,
     "lazy": lazy,
     "overlong": overlong,
@@ -152,9 +171,74 @@ SOURCE_POLICIES: dict[str, Callable[..., str]] = {
 }
 
 
-def generate_responses(prompt: TaskPrompt, sources: list[str], rng: random.Random, openers=None) -> list[str]:
-    """One response per named source policy."""
-    return [SOURCE_POLICIES[s](prompt, rng, openers=openers) for s in sources]
+#: The trained models of the candidate pool: name -> (family, size, stage) of :func:`dpolib.lab.pretrain.model_dir`.
+MODEL_SOURCES: dict[str, tuple[str, str, str]] = {
+    "char-large": ("char", "large", "sft"),
+    "bpe-large": ("bpe", "large", "sft"),
+    "char-peer": ("char", "small", "peer"),
+    "bpe-peer": ("bpe", "small", "peer"),
+}
+
+#: How the model sources are sampled (ancestral sampling, as UltraFeedback's models were).
+SAMPLING = {"temperature": 1.0, "top_p": 1.0, "seed": 1234, "batch_size": 64}
+
+
+def generate_responses(
+    prompt: TaskPrompt, sources: list[str], rng: random.Random, openers=None, samples: dict | None = None
+) -> list[str]:
+    """One response per named source: a programmatic writer, or a model's cached sample (``samples``)."""
+    out = []
+    for s in sources:
+        if s in SOURCE_POLICIES:
+            out.append(SOURCE_POLICIES[s](prompt, rng, openers=openers))
+        elif samples is not None and s in samples:
+            out.append(samples[s][prompt.text])
+        else:
+            raise KeyError(f"unknown source {s!r}, or no samples given for a model source")
+    return out
+
+
+def model_samples(profile: Profile, prompts: list[TaskPrompt], cache_dir=None, progress: bool = False) -> dict:
+    """``{source: {prompt text: response}}``: one sampled response per prompt from each of :data:`MODEL_SOURCES`.
+
+    Generated with :func:`dpolib.lab.evaluate.generate` (the model's chat template,
+    temperature 1, seed fixed in :data:`SAMPLING`, ``profile.max_new_tokens``) and
+    cached as JSON next to the models, keyed by the models' cache keys, the prompts
+    and the settings. A response that hits the token limit is kept as cut (no final
+    full stop, so gold scores it as unterminated), as a run-on writer's is.
+    """
+    import hashlib
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from . import pretrain
+    from .evaluate import GenerationSettings, generate
+
+    texts = [p.text for p in prompts]
+    keys = {name: pretrain.stage_key(f, size, stage, profile) for name, (f, size, stage) in MODEL_SOURCES.items()}
+    digest = hashlib.sha256(
+        json.dumps([keys, texts, SAMPLING, profile.max_new_tokens], sort_keys=True).encode()
+    ).hexdigest()[:16]
+    root = pretrain._root(cache_dir)
+    path = root / f"samples-{digest}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    settings = GenerationSettings(max_new_tokens=profile.max_new_tokens, do_sample=True, **SAMPLING)
+    out: dict = {}
+    unique = list(dict.fromkeys(texts))
+    by_text = {p.text: p for p in prompts}
+    for name, (family, size, stage) in MODEL_SOURCES.items():
+        d = pretrain.model_dir(family, size, stage, profile, cache_dir)
+        tok = AutoTokenizer.from_pretrained(d)
+        with torch.random.fork_rng():
+            model = AutoModelForCausalLM.from_pretrained(d).eval()
+            gens = generate(model, tok, [by_text[t].messages() for t in unique], settings, progress=progress)
+        out[name] = {t: g.text for t, g in zip(unique, gens)}
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(out))
+    os.replace(tmp, path)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,11 +258,14 @@ def annotate(prompt: TaskPrompt, responses: list[str], rng: random.Random) -> li
     ``grade = gold + 0.1 * min(len_chars / 40, 2) + N(0, 0.1^2)``
 
     The length bias is the documented analogue of LLM judges preferring longer
-    answers: 40 more characters (two or three fillers) are worth +0.1, about the
+    answers: 40 more characters (two detail sentences) are worth +0.1, about the
     value of one wrong item in a five-item answer; it saturates at +0.2 (80 chars)
-    so a degenerate run-on cannot buy its way to the top. The gold part already
-    charges fillers a little (0.04 each), so to the annotator a filler is roughly
-    neutral while to gold it is a small loss.
+    so a degenerate run-on cannot buy its way to the top. Gold charges each stock
+    opener or closer 0.1, more than the length it adds is worth (a 12-character
+    "of course!" gains 0.03), so to the annotator a filler is a net loss while a
+    gold-neutral detail sentence is a net gain: preferred answers are longer,
+    and stock openers are dispreferred, the two directions the paper reports for
+    UltraFeedback (longer outputs; "Sure", "Of course", "Hello" down-weighted).
     """
     return [
         gold_score(prompt, r) + LENGTH_BIAS * min(len(r) / LENGTH_SCALE, 2.0) + rng.gauss(0.0, ANNOTATOR_NOISE)
@@ -191,12 +278,12 @@ def annotate(prompt: TaskPrompt, responses: list[str], rng: random.Random) -> li
 # ---------------------------------------------------------------------------------------------
 
 
-def _pairs(prompts: list[TaskPrompt], rng: random.Random) -> list[dict]:
+def _pairs(prompts: list[TaskPrompt], rng: random.Random, samples: dict | None = None) -> list[dict]:
     rows = []
-    names = list(SOURCE_POLICIES)
+    names = list(SOURCE_POLICIES) + sorted(samples or {})
     for p in prompts:
         sources = rng.sample(names, 4)
-        responses = generate_responses(p, sources, rng)
+        responses = generate_responses(p, sources, rng, samples=samples)
         grades = annotate(p, responses, rng)
         best = max(range(4), key=lambda i: grades[i])
         other = rng.choice([i for i in range(4) if i != best])
@@ -218,7 +305,7 @@ def _pairs(prompts: list[TaskPrompt], rng: random.Random) -> list[dict]:
     return rows
 
 
-def build_preference_data(profile: Profile, seed: int = 0, cache_dir=None):
+def build_preference_data(profile: Profile, seed: int = 0, cache_dir=None, model_sources: bool = True):
     """UltraFeedback-style binarised preference data, a ``datasets.DatasetDict``.
 
     Splits ``train`` (``profile.n_pref_train`` prompts of the ``pref_train`` split) and
@@ -228,17 +315,20 @@ def build_preference_data(profile: Profile, seed: int = 0, cache_dir=None):
     ``source_rejected``, ``annotator_chosen``, ``annotator_rejected``.
 
     Binarisation as in the paper: chosen = best by the annotator among 4 responses
-    from 4 distinct source policies; rejected = uniformly random among the other 3.
-    Deterministic in ``(profile world fields, seed)``; regenerated, not cached
-    (``cache_dir`` is accepted for interface symmetry and unused).
+    from 4 distinct sources (uniformly drawn from the 8 writers and, with
+    ``model_sources``, the 4 models of :data:`MODEL_SOURCES`, which are trained and
+    sampled on first use and cached under ``cache_dir``); rejected = uniformly
+    random among the other 3. Deterministic in ``(profile world fields, seed)``.
     """
     from datasets import Dataset, DatasetDict
 
+    splits = (("train", "pref_train", profile.n_pref_train), ("validation", "pref_val", profile.n_pref_val))
+    prompts = {split: sample_prompts(n, name, seed=seed) for split, name, n in splits}
+    samples = model_samples(profile, prompts["train"] + prompts["validation"], cache_dir) if model_sources else None
     out = {}
-    for split, name, n in (("train", "pref_train", profile.n_pref_train), ("validation", "pref_val", profile.n_pref_val)):
-        prompts = sample_prompts(n, name, seed=seed)
+    for split, _, _ in splits:
         rng = random.Random(f"pref/{split}/{seed}")
-        out[split] = Dataset.from_list(_pairs(prompts, rng))
+        out[split] = Dataset.from_list(_pairs(prompts[split], rng, samples))
     return DatasetDict(out)
 
 
@@ -346,7 +436,7 @@ def compatibility_report(profile: Profile, cache_dir=None, split: str = "validat
     from ..references import ModelReference
     from . import pretrain
 
-    ds = build_preference_data(profile)[split]
+    ds = build_preference_data(profile, cache_dir=cache_dir)[split]
     prompts = list(ds["prompt"]) * 2
     responses = list(ds["chosen"]) + list(ds["rejected"])
     n = len(ds)
@@ -372,6 +462,29 @@ def compatibility_report(profile: Profile, cache_dir=None, split: str = "validat
     return out
 
 
+def world_design() -> dict:
+    """What defines this world's design, so that a report says which world it describes.
+
+    The code version of the trained stages, the gold scorer's filler penalty, the detail
+    sentences, the writers and model sources of the candidate pool, and each family's
+    SFT and pretraining mixes.
+    """
+    from . import pretrain, task
+    from .families import FAMILIES
+
+    return {
+        "code_version": pretrain.CODE_VERSION,
+        "filler_penalty": task.FILLER_PENALTY,
+        "max_filler_penalty_count": task.MAX_FILLER_PENALTY_COUNT,
+        "details": list(task.DETAILS),
+        "writers": list(SOURCE_POLICIES),
+        "model_sources": {k: list(v) for k, v in MODEL_SOURCES.items()},
+        "sampling": dict(SAMPLING),
+        "sft_mix": {name: dict(spec.sft_mix) for name, spec in FAMILIES.items()},
+        "pretrain_mix": {name: dict(spec.pretrain_mix) for name, spec in FAMILIES.items()},
+    }
+
+
 def write_world_report(profile: Profile, path=None, cache_dir=None, n_eval: int = 100) -> dict:
     """Build (or load from cache) the whole world for ``profile`` and write its report.
 
@@ -391,7 +504,7 @@ def write_world_report(profile: Profile, path=None, cache_dir=None, n_eval: int 
     t_all = time.time()
     for family in ("char", "bpe"):
         for size in ("small", "large"):
-            for stage in ("pretrain", "sft"):
+            for stage in ("pretrain", "sft", "peer") if size == "small" else ("pretrain", "sft"):
                 t0 = time.time()
                 d = pretrain.model_dir(family, size, stage, profile, cache_dir=cache_dir)
                 meta = json.loads((d / "world.json").read_text())
@@ -403,7 +516,7 @@ def write_world_report(profile: Profile, path=None, cache_dir=None, n_eval: int 
                     "dir": d.name,
                 }
     t0 = time.time()
-    ds = build_preference_data(profile)
+    ds = build_preference_data(profile, cache_dir=cache_dir)
     data_seconds = time.time() - t0
     toks = {
         f: AutoTokenizer.from_pretrained(pretrain.model_dir(f, "small", "sft", profile, cache_dir=cache_dir))
@@ -425,6 +538,7 @@ def write_world_report(profile: Profile, path=None, cache_dir=None, n_eval: int 
         "preference_data": data_report(ds, toks),
         "compatibility": compat,
         "annotator": {"length_bias": LENGTH_BIAS, "length_scale_chars": LENGTH_SCALE, "noise_sd": ANNOTATOR_NOISE},
+        "design": world_design(),
     }
     path = Path(path) if path else Path(__file__).resolve().parents[2] / "results" / "lab" / f"world_report_{profile.name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,7 @@ __all__ = [
     "ranking_accuracy",
     "token_logp_differences",
     "eos_statistics",
+    "logratio_summary",
 ]
 
 
@@ -283,6 +284,36 @@ def token_logp_differences(
             sums[int(t)] += d
             counts[int(t)] += 1
     return {t: {"count": counts[t], "mean_diff": sums[t] / counts[t]} for t in counts}
+
+
+def logratio_summary(
+    policy_token_logps: Sequence[torch.Tensor], ref_token_logps: Sequence[torch.Tensor], bin_width: float = 1.0
+) -> dict:
+    """Eq. (8) at every position, and its sum over each sequence (the sequence-level log-ratio).
+
+    For each response y and position i, r̂_i = log p_θ(y_i | x, y_<i) − log p_ref(y_i | x, y_<i).
+    Returns ``{"hist": {"bin_width", "left_edges", "counts"}, "seq": {"mean", "mean_abs",
+    "mean_per_token"}, "token": {"mean", "mean_abs", "min"}}``: a histogram of the
+    per-position values (bin ``floor(r̂ / bin_width)``), the mean of Σ_i r̂_i over responses
+    (a Monte-Carlo-free stand-in for the sequence-level KL term on the data), and per-token
+    summaries, so that token-level extremes can be set beside the sequence-level average.
+    """
+    if bin_width <= 0:
+        raise ValueError(f"bin_width must be > 0, got {bin_width}")
+    diffs = [(p.double() - r.double()) for p, r in zip(policy_token_logps, ref_token_logps)]
+    if not diffs:
+        raise ValueError("no responses to summarise")
+    flat = torch.cat(diffs)
+    bins = torch.floor(flat / bin_width).long()
+    lo, hi = int(bins.min()), int(bins.max())
+    counts = torch.bincount(bins - lo, minlength=hi - lo + 1)
+    seq = torch.stack([d.sum() for d in diffs])
+    lengths = torch.tensor([len(d) for d in diffs], dtype=torch.float64)
+    return {
+        "hist": {"bin_width": bin_width, "left_edges": [b * bin_width for b in range(lo, hi + 1)], "counts": counts.tolist()},
+        "seq": {"mean": float(seq.mean()), "mean_abs": float(seq.abs().mean()), "mean_per_token": float((seq / lengths).mean())},
+        "token": {"mean": float(flat.mean()), "mean_abs": float(flat.abs().mean()), "min": float(flat.min())},
+    }
 
 
 def eos_statistics(

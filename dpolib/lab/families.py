@@ -92,7 +92,9 @@ FAMILIES: dict[str, FamilySpec] = {
         kind_weights=(1.0, 1.2, 1.2, 0.8, 0.8),
         pretrain_mix={"careful": 0.45, "chatty": 0.25, "sloppy": 0.12, "verbose": 0.06, "lazy": 0.04,
                       "overlong": 0.04, "runon": 0.04},  # fmt: skip
-        sft_mix={"careful": 0.45, "chatty": 0.30, "sloppy": 0.12, "verbose": 0.08, "lazy": 0.05},
+        # like UltraChat's GPT-3.5 answers, most SFT demonstrations open with a stock phrase ("sure!"); a stronger
+        # annotator dislikes the habit, so the preference data can teach what the SFT data did not
+        sft_mix={"careful": 0.30, "chatty": 0.45, "sloppy": 0.10, "verbose": 0.10, "lazy": 0.05},
     ),
     "bpe": FamilySpec(
         name="bpe",
@@ -104,7 +106,7 @@ FAMILIES: dict[str, FamilySpec] = {
         kind_weights=(0.8, 0.8, 1.0, 1.3, 1.2),
         pretrain_mix={"careful": 0.50, "chatty": 0.18, "sloppy": 0.12, "verbose": 0.04, "lazy": 0.04,
                       "overlong": 0.08, "runon": 0.04},  # fmt: skip
-        sft_mix={"careful": 0.50, "chatty": 0.20, "sloppy": 0.15, "overlong": 0.10, "verbose": 0.05},
+        sft_mix={"careful": 0.30, "chatty": 0.40, "sloppy": 0.12, "overlong": 0.10, "verbose": 0.08},
     ),
 }
 

@@ -8,6 +8,12 @@ the pretrained base) the first time and reading it from the cache afterwards::
     tokenizer  (family)                       tok-<family>-<key>/
     pretrain   (family, size)  <- tokenizer   <family>-<size>-pretrain-<key>/
     sft        (family, size)  <- pretrain    <family>-<size>-sft-<key>/
+    peer       (family, size)  <- pretrain    <family>-<size>-peer-<key>/
+
+``peer`` is a second SFT of the same base with another seed (the same recipe): a
+sibling of the student, like the many fine-tunes of one base model in
+UltraFeedback's pool. It is a source of preference candidates
+(:data:`dpolib.lab.data.MODEL_SOURCES`), never a student or a reference.
 
 Each key hashes exactly the config the stage depends on (the profile's world
 fields it reads, the family spec, the size, :data:`CODE_VERSION`), so changing
@@ -58,9 +64,9 @@ __all__ = [
 ]
 
 #: Bump when anything here or in task/families/data changes what a stage produces.
-CODE_VERSION = "world-2"
+CODE_VERSION = "world-3"
 SIZES = ("small", "large")
-STAGES = ("pretrain", "sft")
+STAGES = ("pretrain", "sft", "peer")
 
 _TOKENIZER_FIELDS = ("n_pretrain_docs", "bpe_vocab_size", "world_seed")
 _PRETRAIN_FIELDS = _TOKENIZER_FIELDS + ("pretrain_steps", "seq_len", "pretrain_batch_size", "pretrain_lr")
@@ -101,6 +107,8 @@ def stage_key(family: str, size: str | None, stage: str, profile: Profile) -> st
     parts = [CODE_VERSION, "pretrain", spec, fields, size, _size(profile, size)]
     if stage == "sft":
         parts += ["sft", {f: getattr(profile, f) for f in _SFT_FIELDS}]
+    elif stage == "peer":
+        parts += ["sft", {f: getattr(profile, f) for f in _SFT_FIELDS}, "peer"]
     return _sha(*parts)
 
 
@@ -152,17 +160,19 @@ def pretraining_corpus(family: str, profile: Profile) -> list[str]:
     return docs
 
 
-def sft_examples(family: str, profile: Profile) -> list[tuple[list[dict], str, str]]:
+def sft_examples(family: str, profile: Profile, stage: str = "sft") -> list[tuple[list[dict], str, str]]:
     """The family's SFT demonstrations: ``(prompt messages, response, writer)``.
 
     Prompts of the ``sft`` split, uniform over kinds; responses from the family's
-    ``sft_mix`` (mostly careful, but also chatty, verbose, sloppy, lazy or over-long
-    writers): imperfect, as real SFT data, so that preference learning has
-    something to improve.
+    ``sft_mix`` (mostly chatty, i.e. correct but opening with a stock phrase, then
+    careful, and some verbose, sloppy, lazy or over-long writers): imperfect, as real
+    SFT data, so that preference learning has something to improve. ``stage="peer"`` draws another sample of the same kind of
+    data (other prompts of the split, other writer draws).
     """
     spec = _spec(family)
-    prompts = sample_prompts(profile.n_sft_examples, "sft", seed=profile.world_seed)
-    rng = random.Random(f"sft/{family}/{profile.world_seed}")
+    seed = profile.world_seed if stage == "sft" else f"{profile.world_seed}/{stage}"
+    prompts = sample_prompts(profile.n_sft_examples, "sft", seed=seed)
+    rng = random.Random(f"sft/{family}/{seed}")
     names, weights = zip(*spec.sft_mix.items())
     out = []
     for p in prompts:
@@ -282,7 +292,7 @@ def model_dir(family: str, size: str, stage: str, profile: Profile, cache_dir=No
     Args:
         family: ``"char"`` or ``"bpe"`` (``dpolib.lab.families.FAMILIES``).
         size: ``"small"`` (the student) or ``"large"`` (the stronger reference).
-        stage: ``"pretrain"`` or ``"sft"``.
+        stage: ``"pretrain"``, ``"sft"`` or ``"peer"`` (a second SFT of the same base, another seed).
         profile: the scale profile (its world fields set corpus size, steps, widths).
         cache_dir: cache root (default ``default_cache_dir() / "lab"``).
     """
@@ -324,23 +334,23 @@ def model_dir(family: str, size: str, stage: str, profile: Profile, cache_dir=No
 
         return _atomic_build(target, build)
 
-    if stage == "sft":
+    if stage in ("sft", "peer"):
         base = model_dir(family, size, "pretrain", profile, cache_dir)
 
         def build(tmp: Path):
             t0 = time.time()
             tok = AutoTokenizer.from_pretrained(base)
             model = AutoModelForCausalLM.from_pretrained(base)
-            examples = sft_examples(family, profile)
+            examples = sft_examples(family, profile, stage)
             encoded = []
             for messages, response, _ in examples:
                 e = encode(tok, messages, response)
                 encoded.append((list(e.context_ids), list(e.response_ids)))
-            seed = _seed("sft", family, size, profile.world_seed)
+            seed = _seed(stage, family, size, profile.world_seed)
             torch.manual_seed(seed)
             losses = _train(
                 model, _sft_batches(encoded, tok.pad_token_id, profile.sft_batch_size, seed + 1),
-                profile.sft_steps, profile.sft_lr * _lr_scale(profile, size), desc=f"sft {family}/{size}",
+                profile.sft_steps, profile.sft_lr * _lr_scale(profile, size), desc=f"{stage} {family}/{size}",
             )  # fmt: skip
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)

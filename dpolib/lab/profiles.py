@@ -79,7 +79,10 @@ PROFILES = {
         max_new_tokens=48,
     ),
     "cpu": Profile(name="cpu", seeds=(0, 1, 2)),
-    "gpu": Profile(name="gpu"),  # the GPU issue replaces this with real HF models
+    "gpu": Profile(name="gpu"),  # placeholder: the gpu profile's runs and keys are dpolib.hub's
+    # A sensitivity check, not the book's numbers: the cpu world with a DPO learning rate 4x lower than the one fixed
+    # in advance (the paper's SFT-to-DPO ratio). Same models and data; only RQ1's grid is run at it.
+    "cpu-low-lr": Profile(name="cpu-low-lr", seeds=(0,), dpo_learning_rate=1e-3 / 40 / 4),
 }
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -55,6 +55,10 @@ __all__ = [
     "GRIDS",
     "record_path",
     "load_records",
+    "replicates",
+    "config_of",
+    "HEADLINE_SEEDS",
+    "headline_arms",
     "best_record",
     "results_root",
 ]
@@ -64,8 +68,10 @@ REFERENCES = ("self", "compatible", "incompatible", "rq1-best", "uniform", "prio
 #: A model is reported as "[degenerate]" (the paper's Table 1 marker) when more than this
 #: fraction of its test outputs never emit EOS or repeat themselves.
 DEGENERATE_RATE = 0.5
+#: Generated test responses kept in each record (the side-by-side sample tables read them).
+N_SAMPLES = 24
 #: Bump when the pipeline changes in a way that changes results (invalidates records).
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"
 
 
 def results_root() -> Path:
@@ -109,7 +115,13 @@ class RunConfig:
             raise ValueError(f"beta must be a finite number > 0, got {self.beta!r}")
 
     def key(self, profile: Profile | None = None) -> str:
-        profile = profile or get_profile(self.profile)
+        if profile is None:
+            if self.profile == "gpu":  # real Hugging Face models: dpolib.hub's profile keys the record
+                from ..hub.profile import GPU_PROFILE
+
+                profile = GPU_PROFILE
+            else:
+                profile = get_profile(self.profile)
         return stable_hash({"config": asdict(self), "profile": profile.to_dict(), "pipeline": PIPELINE_VERSION})
 
     def label(self) -> str:
@@ -125,7 +137,14 @@ def record_path(config: RunConfig, root: Path | None = None) -> Path:
 
 
 def grid(name: str, profile: str, seeds: Iterable[int] = (0,)) -> list[RunConfig]:
-    """The runs of a named grid (``rq1``, ``rq2``, ``rq3``, ``appendix-e``) at a profile."""
+    """The runs of a named grid (``rq1``, ``rq2``, ``rq3``, ``appendix-e``, ``seeds``) at a profile.
+
+    At the ``gpu`` profile the grids are :func:`dpolib.hub.runner.grid`'s (one student, real models).
+    """
+    if profile == "gpu" and name != "seeds":
+        from ..hub.runner import grid as gpu_grid
+
+        return gpu_grid(name, seeds)
     from .families import FAMILIES
 
     families = list(FAMILIES)
@@ -147,12 +166,47 @@ def grid(name: str, profile: str, seeds: Iterable[int] = (0,)) -> list[RunConfig
                     configs += [RunConfig(profile, s, "dpo", ref, b, seed=seed) for b in (10.0, 1.0, 0.1, 0.01, 0.005)]
         elif name == "appendix-e":
             configs += [RunConfig(profile, main, "dpo", "rq1-best", b, seed=seed) for b in (10.0, 1.0, 0.1, 0.01, 0.005)]
+        elif name == "seeds":
+            configs += [replace(c, seed=seed) for c in headline_arms(profile)]
         else:
             raise ValueError(f"unknown grid {name!r}; choose one of {GRIDS}")
     return configs
 
 
-GRIDS = ("rq1", "rq2", "rq3", "appendix-e")
+GRIDS = ("rq1", "rq2", "rq3", "appendix-e", "seeds")
+
+
+def headline_arms(profile: str, root: Path | None = None) -> list[RunConfig]:
+    """The seed-0 configurations of the headline comparisons, chosen from the seed-0 grids.
+
+    Per student: the SFT model, DPO at beta = 0.1 and at its best beta (RQ1); DPO with a
+    self, a compatible and an incompatible reference, each at its best beta (RQ3); for the
+    main student, the probability and likelihood objectives at their best beta (RQ2) and
+    Appendix E's best run. "Best" is by LC win rate on seed 0, degenerate runs excluded
+    (an arm whose runs all degenerate has no best and is left out); the ``seeds`` grid reruns
+    these arms at seeds 1 and 2, so the comparison is checked on seeds the selection never
+    saw. Raises if a seed-0 grid is missing.
+    """
+    arms: list[RunConfig] = []
+
+    def best(records, **match):
+        rec = best_record(records, **match)
+        return [] if rec is None else [config_of(rec)]  # every run of the arm degenerate: nothing to replicate
+
+    rq1 = load_records(grid("rq1", profile), root, missing="raise")
+    rq3 = load_records(grid("rq3", profile), root, missing="raise")
+    for student in dict.fromkeys(r["config"]["student"] for r in rq1):
+        arms.append(RunConfig(profile, student, "sft", "none", None))
+        arms.append(RunConfig(profile, student, "dpo", "self", 0.1))
+        arms += best(rq1, student=student, objective="dpo")
+        for ref in ("self", "compatible", "incompatible"):
+            arms += best(rq3, student=student, reference=ref)
+    rq2 = load_records(grid("rq2", profile), root, missing="raise")
+    for objective in ("probability", "likelihood"):
+        arms += best(rq2, objective=objective)
+    app_e = load_records(grid("appendix-e", profile), root, missing="raise")
+    arms += best(app_e)
+    return list(dict.fromkeys(arms))
 
 
 # --------------------------------------------------------------------------- one run
@@ -220,12 +274,15 @@ def _reference(config: RunConfig, profile: Profile, world: World):
         other = _other(config.student)
         path, name = model_dir(other, "large", "sft", profile), f"{other}-large-sft"
     elif config.reference == "rq1-best":
-        best = best_record(
-            load_records(grid("rq1", config.profile, seeds=(config.seed,))), student=config.student, objective="dpo"
-        )
+        # the best beta is chosen on seed 0; a run at another seed uses that beta's policy trained at its own seed
+        rq1 = load_records(grid("rq1", config.profile, seeds=(0,)))
+        best = best_record(rq1, student=config.student, objective="dpo") or max(  # all degenerate (smoke): best anyway
+            (r for r in rq1 if r["config"]["student"] == config.student and r["config"]["objective"] == "dpo"),
+            key=lambda r: r["metrics"]["lc_win_rate"], default=None,
+        )  # fmt: skip
         if best is None:
             raise RuntimeError("Appendix E needs the RQ1 grid first: python -m dpolib.lab run --grid rq1")
-        best_config = RunConfig(**best["config"])
+        best_config = replace(config_of(best), seed=config.seed)
         path, name = _policy_dir(best_config, world), f"{config.student}-dpo-beta={best_config.beta:g}"
         if not path.exists():
             run(best_config, keep_policy=True, force=True)
@@ -291,13 +348,14 @@ def _evaluate(policy, tok, config: RunConfig, profile: Profile, world: World, va
         world.student_tokens[key] = _score_pairs(sft, prompts, list(val["chosen"]), list(val["rejected"]))
     rc, rr = world.student_tokens[key]
     token_table = E.token_logp_differences(sc.token_ids + sr.token_ids, sc.token_logps + sr.token_logps, rc.token_logps + rr.token_logps)
+    logratio = E.logratio_summary(sc.token_logps + sr.token_logps, rc.token_logps + rr.token_logps)
     eos = E.eos_statistics(sc.token_ids, sc.token_logps, sr.token_ids, sr.token_logps, tok.eos_token_id)
     tokens = {
         tok.convert_ids_to_tokens(t): v for t, v in sorted(token_table.items(), key=lambda kv: kv[1]["mean_diff"])
     }
     samples = [
         {"prompt": p.text, "response": g.text, "gold": float(s), "finished": g.finished}
-        for p, g, s in zip(world.test_prompts[:8], gens[:8], gold[:8])
+        for p, g, s in zip(world.test_prompts[:N_SAMPLES], gens[:N_SAMPLES], gold[:N_SAMPLES])
     ]
     return {
         "gold_score": float(gold.mean()),
@@ -314,6 +372,12 @@ def _evaluate(policy, tok, config: RunConfig, profile: Profile, world: World, va
         "eos": eos,
         "eos_token": tok.eos_token,
         "token_logp_diff": tokens,
+        "token_logp_hist": logratio["hist"],
+        "seq_logratio": {**logratio["seq"], "token": logratio["token"]},
+        "pair_length_tokens": {
+            "chosen_mean": float(np.mean([len(t) for t in sc.token_ids])),
+            "rejected_mean": float(np.mean([len(t) for t in sr.token_ids])),
+        },
         "samples": samples,
         "generation": settings.to_dict(),
         "judge": asdict(judge),
@@ -346,6 +410,10 @@ def run(config: RunConfig, *, root: Path | None = None, force: bool = False, kee
     path = record_path(config, root)
     if path.exists() and not force:
         return read_json(path)
+    if config.profile == "gpu":  # the same record, from real models on a GPU (dpolib.hub)
+        from ..hub.runner import run_gpu
+
+        return run_gpu(config, path, keep_policy=keep_policy, force=True)
     with _cpu_threads(1):
         return _run(config, path, keep_policy)
 
@@ -394,26 +462,35 @@ def _run(config: RunConfig, path: Path, keep_policy: bool) -> dict:
         policy = trainer.model
         times["train"] = time.perf_counter() - t
         if keep_policy:
-            out = _policy_dir(config, world)
-            policy.save_pretrained(out)
-            tok.save_pretrained(out)
+            save_policy(policy, tok, _policy_dir(config, world))
     t = time.perf_counter()
     policy.eval()
     metrics = _evaluate(policy, tok, config, profile, world, val)
     times["evaluate"] = time.perf_counter() - t
     times["total"] = time.perf_counter() - t0
-    record = {
+    record = make_record(config, profile, reference.name, metrics, curves, provenance(wall_time_s=times, seed=config.seed))
+    write_json(path, record)
+    return record
+
+
+def save_policy(policy, tokenizer, out: Path) -> None:
+    """Save a trained policy and its tokenizer where a later run loads it as a reference (Appendix E)."""
+    policy.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def make_record(config: RunConfig, profile, reference_name: str, metrics: dict, curves: list, provenance_: dict) -> dict:
+    """A run's result record (the schema every profile writes; ``profile`` is the one that keys it)."""
+    return {
         "config": asdict(config),
         "key": config.key(profile),
         "label": config.label(),
         "profile": profile.to_dict(),
-        "reference_name": reference.name,
+        "reference_name": reference_name,
         "metrics": metrics,
         "curves": curves,
-        "provenance": provenance(wall_time_s=times, seed=config.seed),
+        "provenance": provenance_,
     }
-    write_json(path, record)
-    return record
 
 
 def run_grid(
@@ -434,10 +511,10 @@ def run_grid(
     from tqdm.auto import tqdm
 
     configs = grid(name, profile, seeds)
-    keep = name == "rq1"  # Appendix E uses RQ1's best policy as its reference
+    keep = name in ("rq1", "seeds")  # Appendix E uses RQ1's best policy (at each seed) as its reference
     todo = [c for c in configs if force or not record_path(c, root).exists()]
     bar = tqdm(total=len(todo), desc=f"grid {name} ({profile})", disable=not progress)
-    if workers > 1 and len(todo) > 1:
+    if workers > 1 and len(todo) > 1 and profile != "gpu":  # one GPU: serial
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -470,6 +547,20 @@ def load_records(configs: Iterable[RunConfig], root: Path | None = None, missing
         elif missing == "raise":
             raise FileNotFoundError(f"no record for {config.label()} at {path}; run it with python -m dpolib.lab run")
     return out
+
+
+#: Seeds of the headline comparisons (the ``seeds`` grid reruns the headline arms at the ones after 0).
+HEADLINE_SEEDS = (0, 1, 2)
+
+
+def replicates(config: RunConfig, seeds: Iterable[int] = HEADLINE_SEEDS, root: Path | None = None) -> list[dict]:
+    """The records of ``config`` at each of ``seeds`` that exist (seed-to-seed spread of one arm)."""
+    return load_records([replace(config, seed=s) for s in seeds], root=root)
+
+
+def config_of(record: dict) -> RunConfig:
+    """The :class:`RunConfig` a record was produced from."""
+    return RunConfig(**record["config"])
 
 
 def best_record(records: list[dict], metric: str = "lc_win_rate", **match) -> dict | None:

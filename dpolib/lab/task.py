@@ -46,6 +46,7 @@ __all__ = [
     "KINDS",
     "WORDS",
     "FILLERS",
+    "DETAILS",
     "SPLITS",
     "TaskPrompt",
     "make_prompt",
@@ -85,13 +86,22 @@ FILLERS = (
     "let me know if you need more.",
 )
 
+#: Gold-neutral *detail* sentences: they add length without content or cost, the analogue of the extra
+#: thoroughness that made UltraFeedback's preferred answers longer. Gold strips them at no cost; the
+#: annotator and the judge see only that they add length.
+DETAILS = (
+    "that is the full answer.",
+    "each item was checked.",
+    "nothing is left out.",
+)
+
 #: Prompt splits, disjoint by a hash of the prompt text; each gets a share of the prompt space (percent).
 SPLITS = {"pretrain": (0, 50), "sft": (50, 70), "pref_train": (70, 85), "pref_val": (85, 90), "test": (90, 100)}
 
 #: In gold, a response that does not end (no final full stop, or no EOS) keeps this share of its credit.
 UNTERMINATED_FACTOR = 0.3
 #: In gold, the penalty per filler phrase, counted up to ``MAX_FILLER_PENALTY_COUNT`` times.
-FILLER_PENALTY = 0.04
+FILLER_PENALTY = 0.1
 MAX_FILLER_PENALTY_COUNT = 3
 
 
@@ -208,6 +218,7 @@ def sample_prompts(
 
 
 _FILLER_RE = re.compile("|".join(re.escape(f) for f in sorted(FILLERS, key=len, reverse=True)))
+_DETAIL_RE = re.compile("|".join(re.escape(d) for d in DETAILS))
 
 
 def parse_response(response: str) -> tuple[tuple[str, ...], int, bool]:
@@ -217,6 +228,7 @@ def parse_response(response: str) -> tuple[tuple[str, ...], int, bool]:
     numbers (punctuation dropped).
     """
     text = response.strip().lower()
+    text = _DETAIL_RE.sub(" ", text)  # detail sentences: neither items nor fillers
     n_fillers = len(_FILLER_RE.findall(text))
     core = _FILLER_RE.sub(" ", text).strip()  # a closing filler ("... i hope this helps!") may follow the stop
     ends = core.endswith(".") and not core.endswith("..")
@@ -227,14 +239,16 @@ def parse_response(response: str) -> tuple[tuple[str, ...], int, bool]:
 def gold_score(prompt: TaskPrompt, response: str, terminated: bool = True) -> float:
     """Gold quality of ``response`` in [0, 1] (the exact truth; no length bias).
 
-    ``gold = clip(sim * term - 0.04 * min(n_fillers, 3), 0, 1)`` where
+    ``gold = clip(sim * term - 0.1 * min(n_fillers, 3), 0, 1)`` where
 
     * ``sim`` = 2M / (``|items|`` + ``|answer|``), M the matched items in order
       (``difflib.SequenceMatcher``): 1 for the exact items, partial credit for
       near misses, lower for missing *or extra* items (a run-on list loses credit);
     * ``term`` = 1 if the response ends with a full stop (closing fillers aside) and ``terminated``
       (the model emitted EOS), else 0.3: a response that never stops scores low;
-    * fillers (:data:`FILLERS`) cost a little each: verbosity is slightly penalised.
+    * fillers (:data:`FILLERS`) cost 0.1 each: a stock opener is a flaw, as the paper's
+      Figure 2 suggests UltraFeedback's annotator judged them (DPO learns to remove "Sure",
+      "Of course", "Hello"); detail sentences (:data:`DETAILS`) cost nothing.
 
     Args:
         prompt: the task prompt.

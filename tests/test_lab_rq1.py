@@ -1,0 +1,272 @@
+"""dpolib.lab.rq1: the RQ1 chapter's tables, token statistics, seed comparison and claims, on synthetic records."""
+
+import math
+
+import pytest
+
+from dpolib import scorecard as sc
+from dpolib.lab import rq1
+
+BETAS = (0.1, 0.05, 0.02, 0.01, 0.005, 0.001)
+
+
+def record(student, beta, lc=10.0, degenerate=False, policy_acc=0.5, reward_acc=0.7, length=20.0,
+           tokens=None, eos="</s>", seed=0):
+    """A minimal runner record (the fields rq1 reads)."""
+    objective = "sft" if beta is None else "dpo"
+    tokens = tokens if tokens is not None else {eos: {"count": 600, "mean_diff": 0.0}, "a": {"count": 100, "mean_diff": 0.0}}
+    return {
+        "config": {"profile": "cpu", "student": student, "objective": objective,
+                   "reference": "none" if beta is None else "self", "beta": beta, "loss": "sigmoid", "seed": seed},
+        "metrics": {"lc_win_rate": lc, "gold_score": lc / 100, "degenerate": degenerate, "policy_accuracy": policy_acc,
+                    "reward_accuracy": 0.5 if beta is None else reward_acc, "mean_length_tokens": length,
+                    "eos_token": eos, "token_logp_diff": tokens},
+        "curves": [{"rewards/accuracies": 0.8, "step": 1}],
+    }
+
+
+def paper_like(student="s1", eos_first=True):
+    """A sweep shaped like the paper's: interior optimum at 0.01, degeneration at 0.001, accuracy and length rising
+    as β falls, EOS most down-weighted (more so at small β)."""
+    lc = {0.1: 14.0, 0.05: 13.3, 0.02: 16.0, 0.01: 16.3, 0.005: 12.0, 0.001: 3.0}
+    recs = [record(student, None, lc=7.6, policy_acc=0.43, length=15.0)]
+    for i, b in enumerate(BETAS):
+        scale = i + 1
+        tokens = {
+            "</s>": {"count": 600, "mean_diff": -3.0 * scale if eos_first else -0.1},
+            "sure": {"count": 200, "mean_diff": -1.0 * scale},
+            "x": {"count": 5000, "mean_diff": -0.05 * scale},
+            "rare": {"count": 3, "mean_diff": -50.0},  # below MIN_COUNT: never ranked
+        }
+        recs.append(record(student, b, lc=lc[b], degenerate=(b == 0.001), policy_acc=0.49 + 0.04 * i,
+                           length=20 + 5 * i, tokens=tokens))
+    return recs
+
+
+def test_students_and_sweep_order():
+    recs = paper_like("a") + paper_like("b")
+    assert rq1.students(recs) == ["a", "b"]
+    betas = list(rq1.sweep_records(recs, "a"))
+    assert betas[0] == math.inf and betas[1:] == sorted(BETAS, reverse=True)
+    frame = rq1.sweep_frame(recs, "lc_win_rate")
+    assert list(frame.columns) == ["a", "b"] and frame.shape == (7, 2)
+
+
+def test_student_label_falls_back_to_the_raw_name():
+    assert rq1.student_label("char") == rq1.STUDENT_LABELS["char"]
+    assert rq1.student_label("qwen-0.5b") == "qwen-0.5b"
+
+
+def test_best_beta_skips_degenerate_runs():
+    recs = paper_like()
+    assert rq1.best_beta(recs, "s1") == 0.01
+    recs[4]["metrics"]["degenerate"] = True  # β = 0.01 (index 0 is SFT)
+    assert rq1.best_beta(recs, "s1") == 0.02
+
+
+def test_table1_shape_markers_and_paper_columns():
+    recs = paper_like("a") + paper_like("b")
+    t = rq1.table1(recs)
+    assert t.shape == (7, 4)
+    assert list(t.index) == ["∞ (SFT)", "0.1", "0.05", "0.02", "0.01", "0.005", "0.001"]
+    assert t.loc["0.001", "ours: a"] == "[degenerate]"
+    assert t.loc["0.01", "ours: a"] == "16.30"
+    assert t.loc["0.005", "paper: tulu-2-7b"] == "[degenerate]"  # the paper's own marker
+    assert t.loc["0.001", "paper: mistral-7b"] == "–"  # not in the paper's grid
+    assert t.loc["∞ (SFT)", "paper: mistral-7b"] == "7.57"
+    assert ("0.01", "ours: a") in t.attrs["best"]
+    assert "[degenerate]" not in rq1.table1([r for r in recs if not r["metrics"]["degenerate"]], with_paper=False).to_numpy()
+    rq1.styled(t).to_html()  # renders
+
+
+def test_table2_columns_and_sft_row():
+    t = rq1.table2(paper_like("a"), with_paper=False)
+    assert list(t.columns) == ["ours: a r_θ", "ours: a p_θ"]
+    assert t.loc["∞ (SFT)", "ours: a r_θ"] == "0.500"
+    assert t.loc["0.001", "ours: a p_θ"].endswith("†")  # degenerate, still scored
+
+
+def test_eos_rank_respects_min_count_and_order():
+    tokens = {"</s>": {"count": 600, "mean_diff": -2.0}, "a": {"count": 50, "mean_diff": -3.0},
+              "b": {"count": 10, "mean_diff": -9.0}, "c": {"count": 400, "mean_diff": -1.0}}
+    r = record("s", 0.01, tokens=tokens)
+    assert rq1.eos_rank(r, min_count=30) == (2, 3)  # a, EOS, c; b is too rare
+    assert rq1.eos_rank(r, min_count=1) == (3, 4)
+    assert rq1.eos_rank(r, min_count=100) == (1, 2)
+    assert rq1.eos_rank(r, min_count=1000) == (None, 0)
+    top = rq1.down_weighted(r, k=2, min_count=30)
+    assert list(top["token"]) == ["a", "</s>"] and list(top["rank"]) == [1, 2] and top["is_eos"].tolist() == [False, True]
+
+
+def test_token_label_marks_eos_and_whitespace():
+    assert rq1.token_label("</s>", "</s>").startswith("EOS")
+    assert rq1.token_label(" ") == "'␣'" and rq1.token_label("\n") == "'\\n'"
+
+
+def test_token_histogram_weights_by_count():
+    tokens = {"a": {"count": 9, "mean_diff": -0.5}, "b": {"count": 1, "mean_diff": -3.2}}
+    r = record("s", 0.01, tokens=tokens)
+    h = rq1.token_histogram(r)
+    assert h.loc[-1.0] == pytest.approx(0.9) and h.loc[-4.0] == pytest.approx(0.1) and h.sum() == pytest.approx(1.0)
+    u = rq1.token_histogram(r, weighted=False)
+    assert u.loc[-1.0] == pytest.approx(0.5)
+
+
+def test_imbalance():
+    tokens = {"a": {"count": 100, "mean_diff": -0.1}, "b": {"count": 100, "mean_diff": -0.1}, "c": {"count": 50, "mean_diff": -5.0}}
+    ext, ratio = rq1.imbalance(record("s", 0.01, tokens=tokens), min_count=30)
+    assert ext == -5.0
+    assert ratio == pytest.approx(5.0 / ((100 * 0.1 + 100 * 0.1 + 50 * 5.0) / 250))
+    assert math.isnan(rq1.imbalance(record("s", None))[1])  # untrained: nothing moved
+
+
+def test_spearman():
+    assert rq1.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert rq1.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert math.isnan(rq1.spearman([1, 2], [1, 2]))
+
+
+# --------------------------------------------------------------------------- seeds
+
+
+def reps_from(pool):
+    def replicates(rec):
+        c = rec["config"]
+        return [r for r in pool if all(r["config"][k] == c[k] for k in ("student", "objective", "beta"))]
+    return replicates
+
+
+def test_headline_with_one_seed_says_so():
+    recs = paper_like()
+    head = rq1.headline(recs, replicates=lambda r: [r])
+    assert set(head["arm"]) == {"SFT", "β = 0.1", "best β"}
+    assert (head["n"] == 1).all() and head["sd"].isna().all()
+    c = rq1.compare(head, "s1", "best β", "SFT")
+    assert c["within"] is None and "only seed 0" in c["text"]
+
+
+def test_compare_within_and_outside_the_spread():
+    recs = paper_like()
+    extra = [dict(record("s1", None, lc=v, seed=s)) for s, v in ((1, 7.0), (2, 8.2))]
+    far = [record("s1", 0.01, lc=v, seed=s) for s, v in ((1, 16.0), (2, 16.6))]
+    head = rq1.headline(recs, replicates=reps_from(recs + extra + far))
+    row = head.set_index("arm").loc["best β"]
+    assert row["n"] == 3 and row["seeds"] == (0, 1, 2)
+    c = rq1.compare(head, "s1", "best β", "SFT")
+    assert c["within"] is False and "outside" in c["text"]
+    near = [record("s1", 0.01, lc=v, seed=s) for s, v in ((1, 7.5), (2, 9.0))]
+    head = rq1.headline(recs, replicates=reps_from(recs + extra + near))
+    c = rq1.compare(head, "s1", "best β", "SFT")
+    assert c["within"] is True and "within" in c["text"]
+
+
+def test_compare_when_best_is_the_customary_beta():
+    recs = paper_like()
+    recs[1]["metrics"]["lc_win_rate"] = 99.0  # β = 0.1 becomes best
+    head = rq1.headline(recs, replicates=lambda r: [r])
+    assert rq1.compare(head, "s1", "best β", "β = 0.1")["same"]
+
+
+# --------------------------------------------------------------------------- claims
+
+
+def card_for(recs, replicates=None):
+    ev = rq1.evidence(recs, replicates=replicates or (lambda r: [r]))
+    card = sc.scorecard(rq1.CLAIMS, ev)
+    return card.set_index("id")["verdict"], ev, card
+
+
+def test_paper_like_evidence_agrees():
+    verdicts, _, _ = card_for(paper_like("a") + paper_like("b"))
+    for claim in ("rq1.best-beta-small", "rq1.interior-optimum", "rq1.sensitive-below", "rq1.policy-accuracy-rises",
+                  "rq1.eos-most-down-weighted", "rq1.eos-deeper-small-beta", "rq1.longer-small-beta",
+                  "rq1.token-extremes", "rq1.dpo-beats-sft", "practice.smaller-beta"):
+        assert verdicts[claim] == sc.AGREES, claim
+
+
+def test_verdicts_flip_when_the_evidence_flips():
+    recs = paper_like()
+    # a gently declining score: best at 0.1, so no small optimum, no interior optimum, no sharp drop below it
+    for r in recs[1:]:
+        r["metrics"]["lc_win_rate"] = 10 + 10 * r["config"]["beta"]
+        r["metrics"]["degenerate"] = False
+        r["metrics"]["policy_accuracy"] = 0.5 + r["config"]["beta"]  # falls as β falls
+        r["metrics"]["mean_length_tokens"] = 10 + 100 * r["config"]["beta"]  # shorter at small β
+    recs[0]["metrics"]["lc_win_rate"] = 50.0  # SFT beats every DPO run
+    v, ev, card = card_for(recs)
+    for claim in ("rq1.best-beta-small", "rq1.interior-optimum", "rq1.policy-accuracy-rises", "rq1.longer-small-beta",
+                  "rq1.dpo-beats-sft", "practice.smaller-beta", "rq1.sensitive-below"):
+        assert v[claim] == sc.DISAGREES, claim
+    assert v["rq1.eos-most-down-weighted"] == sc.AGREES
+    text = rq1.reasons(card, ev)
+    assert "rq1.best-beta-small" in text and "no β improves" in text
+    assert "the same reason as for" in text  # repeated reasons are not repeated
+
+
+def test_eos_claims_flip():
+    v, _, _ = card_for(paper_like(eos_first=False))
+    assert v["rq1.eos-most-down-weighted"] == sc.DISAGREES
+    assert v["rq1.eos-deeper-small-beta"] == sc.DISAGREES  # constant −0.1: no trend
+
+
+def test_seed_spread_can_overturn_a_single_seed_win():
+    recs = paper_like()
+    noisy = [record("s1", None, lc=v, seed=s) for s, v in ((1, 2.0), (2, 25.0))]
+    v, _, _ = card_for(recs, replicates=reps_from(recs + noisy))
+    assert v["rq1.dpo-beats-sft"] == sc.DISAGREES  # better on seed 0, but within the (huge) SFT spread
+
+
+def test_missing_evidence_is_not_tested():
+    v, _, _ = card_for([])
+    assert set(v) == {sc.NOT_TESTED}
+    few = [record("s", None), record("s", 0.1), record("s", 0.01)]
+    v, _, _ = card_for(few)
+    assert v["rq1.policy-accuracy-rises"] == sc.NOT_TESTED
+
+
+def test_figures_draw(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    recs = paper_like("a") + paper_like("b")
+    rq1.plot_scores(recs)
+    rq1.plot_accuracy(recs)
+    rq1.plot_token_distribution(recs)
+    fig, axes = rq1.plot_down_weighted(recs, k=1)
+    labels = [t.get_text() for t in axes[0].get_yticklabels()]
+    assert labels[0].startswith("EOS")
+    rq1.plot_length(recs)
+    rq1.plot_headline(rq1.headline(recs, replicates=lambda r: [r]))
+
+
+def test_down_weighted_figure_adds_eos_with_its_rank():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    fig, axes = rq1.plot_down_weighted(paper_like(eos_first=False), k=1)
+    labels = [t.get_text() for t in axes[0].get_yticklabels()]
+    assert len(labels) == 2 and labels[-1].startswith("EOS") and "rank" in labels[-1]
+
+
+# --------------------------------------------------------------------------- committed records
+
+
+def test_on_committed_cpu_records_if_present():
+    from dpolib.lab import runner
+
+    folder = runner.results_root() / "cpu"
+    recs = rq1.records_by_config(runner.grid("rq1", "cpu"), folder) if folder.exists() else []
+    if len(recs) < 4:
+        pytest.skip("no committed cpu RQ1 records")
+    ev = rq1.evidence(recs, replicates=lambda r: [r])
+    card = sc.scorecard(rq1.CLAIMS, ev)
+    assert len(card) == len(rq1.CLAIMS) and set(card["verdict"]) <= {sc.AGREES, sc.DISAGREES, sc.NOT_TESTED}
+    t1 = rq1.table1(recs)
+    assert t1.shape[0] == len({b for s in rq1.students(recs) for b in rq1.sweep_records(recs, s)})
+    for s in rq1.students(recs):
+        runs = rq1.sweep_records(recs, s)
+        for b, r in runs.items():
+            if b != math.inf:
+                rank, n = rq1.eos_rank(r)
+                assert rank is None or 1 <= rank <= n
+    assert isinstance(rq1.reasons(card, ev), str)
