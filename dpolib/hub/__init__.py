@@ -4,12 +4,12 @@ The same pipeline as :mod:`dpolib.lab` (SFT student, precomputed references, DPO
 :mod:`dpolib.trl_bridge`, AlpacaEval-style evaluation with :mod:`dpolib.lab.evaluate`),
 with the lab's synthetic world replaced by the paper's ingredients at small scale:
 
-* :mod:`.profile` — model ids, subset sizes, recipe and β grids (:class:`HubProfile`) and the
+* :mod:`.profile` — model ids, subset sizes, recipe and β grids (:class:`dpolib.hub.profile.HubProfile`) and the
   per-GPU runtime choices (dtype, micro-batch) that do not enter a record's key;
 * :mod:`.data` — UltraFeedback-binarized, UltraChat and AlpacaEval loaders (hub id, local path or ``Dataset``);
 * :mod:`.sft` — the SFT student, made as the paper made its Qwen2 student (App. B), cached by config;
 * :mod:`.judge` — a local reward-model judge, or the real AlpacaEval 2 (``alpaca_eval`` CLI);
-* :mod:`.runner` — :func:`run_gpu` and :func:`grid`, records in the lab's schema;
+* :mod:`.runner` — :func:`dpolib.hub.runner.run_gpu` and :func:`dpolib.hub.runner.grid`, records in the lab's schema;
 * :mod:`.paper_recipe` — the paper's exact recipe on a node of GPUs (``accelerate launch``).
 
 Nothing here imports a model at import time; ``python -m dpolib.hub --help`` lists the commands.

@@ -38,7 +38,7 @@ __all__ = ["STUDENTS", "REFERENCES", "PAPER_BETAS", "RECIPE", "main"]
 #: The paper's students (§3) and their stronger references (§6), by the paper's short names.
 STUDENTS = {"mistral": "HuggingFaceH4/mistral-7b-sft-beta", "tulu2": "allenai/tulu-2-7b"}
 REFERENCES = {"mistralv2": "mistralai/Mistral-7B-Instruct-v0.2", "llama3": "meta-llama/Meta-Llama-3-70B-Instruct"}
-#: β grids (digest §2.3): RQ1 for the SFT reference, RQ3 / App. E for stronger ones; RQ2's optima only.
+#: The β grids of digest §2.3, RQ1 for the SFT reference, RQ3 / App. E for stronger ones; RQ2's optima only.
 PAPER_BETAS = {
     "self": (0.1, 0.05, 0.02, 0.01, 0.005),
     "mistralv2": (10.0, 1.0, 0.1, 0.01, 0.005),

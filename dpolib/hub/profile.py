@@ -135,6 +135,7 @@ class HubProfile:
         return asdict(self)
 
 
+#: The gpu profile as the book runs it (its fields key the gpu records).
 GPU_PROFILE = HubProfile()
 
 
@@ -228,15 +229,15 @@ def runtime_for(profile: HubProfile, device: str | None = None) -> Runtime:
 # --------------------------------------------------------------------------- estimates
 
 
-#: Training throughput assumed by :func:`estimate` (model FLOPs per second actually achieved). ESTIMATES,
-#: not measurements: no GPU run of this profile exists yet; benchmarks/bench_gpu_throughput.py measures them.
+#: Training throughput assumed by :func:`estimate` (model TFLOP/s actually achieved), ESTIMATES and not
+#: measurements; no GPU run of this profile exists yet, and benchmarks/bench_gpu_throughput.py measures them.
 ASSUMED_TFLOPS = {"T4": 12.0, "L4": 35.0, "A100": 120.0, "H100": 250.0}
 
 
 def estimate(profile: HubProfile = GPU_PROFILE, gpu: str = "A100", n_params: float = 0.494e9,
              tokens_per_pair: int = 1100) -> dict:
     """ESTIMATED minutes of one DPO run of ``profile`` on ``gpu`` (6 N FLOPs per trained token, x4/3 for
-    gradient checkpointing), from :data:`ASSUMED_TFLOPS`. Labelled an estimate wherever shown."""
+    gradient checkpointing), from ``ASSUMED_TFLOPS``. Labelled an estimate wherever shown."""
     tokens = profile.dpo_steps * profile.dpo_batch_size * tokens_per_pair
     flops = 6 * n_params * tokens * 4 / 3
     return {"gpu": gpu, "dpo_steps": profile.dpo_steps, "trained_tokens": tokens,

@@ -320,7 +320,7 @@ def run_gpu(config: RunConfig, path: str | Path, keep_policy: bool = False, *, p
         config: what to run (``config.profile`` must be ``"gpu"``).
         path: the record file (``results/lab/gpu/<key>.json``; :func:`record_path` gives it).
         keep_policy: save the trained policy in the cache (Appendix E uses RQ1's best).
-        profile: the gpu profile (default :data:`.profile.GPU_PROFILE`; tests pass local models and data).
+        profile: the gpu profile (default :data:`dpolib.hub.profile.GPU_PROFILE`; tests pass local models and data).
         judge: ``"reward_model"`` (local) or ``"alpaca_eval"`` (the real AlpacaEval 2; API key needed).
         cache_dir: cache root (default ``$DPOLIB_CACHE`` or ``~/.cache/dpolib``).
         force: recompute even when the record exists.

@@ -3,7 +3,7 @@
 This is how the paper made its small student (App. B: Qwen2-1.5B, SFT on UltraChat) and
 how mistral-7b-sft-beta was made (Zephyr's recipe: UltraChat, lr 2e-5, one epoch, cosine
 schedule with warm-up). The student is built once per SFT configuration
-(:meth:`HubProfile.sft_dict`) and cached under ``<cache>/hub/students/<name>-<hash>``; later
+(:meth:`dpolib.hub.profile.HubProfile.sft_dict`) and cached under ``<cache>/hub/students/<name>-<hash>``; later
 calls return the directory at once.
 
 A base model's tokenizer is made chat-ready (:func:`chat_ready`): a ChatML template when it

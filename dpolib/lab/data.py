@@ -171,7 +171,7 @@ SOURCE_POLICIES: dict[str, Callable[..., str]] = {
 }
 
 
-#: The trained models of the candidate pool: name -> (family, size, stage) of :func:`dpolib.lab.pretrain.model_dir`.
+#: The trained models of the candidate pool, name -> (family, size, stage) of :func:`dpolib.lab.pretrain.model_dir`.
 MODEL_SOURCES: dict[str, tuple[str, str, str]] = {
     "char-large": ("char", "large", "sft"),
     "bpe-large": ("bpe", "large", "sft"),

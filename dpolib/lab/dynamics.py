@@ -1,6 +1,6 @@
 """Training dynamics and practice: what the logged curves of a DPO run mean, and the paper's advice checked.
 
-Everything here is a function of result records (:mod:`.runner`) or of TRL's
+Everything here is a function of result records (:mod:`dpolib.lab.runner`) or of TRL's
 per-step log rows, so the Practice chapter computes every number it states.
 The puzzles it explains are the ones DPO users ask about most (anchors §C.3):
 
@@ -68,7 +68,7 @@ __all__ = [
     "plot_sweeps",
 ]
 
-#: The DPO loss of a pair whose margin is zero: −log σ(0) = log 2 ≈ 0.6931.
+#: The DPO loss of a pair whose margin is zero, −log σ(0) = log 2 ≈ 0.6931.
 LOG2 = math.log(2.0)
 
 #: Run-identifying columns carried from a record's config into every frame.
@@ -270,8 +270,8 @@ def _eos_diff(record: dict) -> float:
 def drift_table(records: Iterable[dict], frac: float = 0.1) -> pd.DataFrame:
     """How far each trained policy moved from its reference, against β.
 
-    Columns: config columns; ``drift`` = end-window mean of (|chosen log-ratio| + |rejected
-    log-ratio|)/2, nats per training response away from the reference; ``h_end`` (the margin
+    Columns: config columns; ``drift`` = end-window mean of (abs(chosen log-ratio) + abs(rejected
+    log-ratio))/2, nats per training response away from the reference; ``h_end`` (the margin
     in nats); ``margin_end`` (β·h, TRL's ``rewards/margins``); ``eos_diff`` (Eq. 8 for the EOS
     token against the SFT student, from the record's evaluation).
     """
@@ -359,8 +359,8 @@ def uniform_reference_check(n_pairs: int = 64, betas: Sequence[float] = (0.01, 0
 def reference_free_in_records(records: Iterable[dict]) -> pd.DataFrame:
     """For each ``probability`` run: is the logged implicit reward β·log p_θ (reference log-prob 0)?
 
-    Columns: config columns, ``max_reward_gap`` = max over steps of |``rewards/chosen`` −
-    β·``logps/chosen``| and of the rejected analogue, relative to the largest |reward|;
+    Columns: config columns, ``max_reward_gap`` = max over steps of abs(``rewards/chosen`` −
+    β·``logps/chosen``) and of the rejected analogue, relative to the largest abs(reward);
     ``loss_start`` (not log 2: the uniform reference is not the initial policy).
     """
     rows = []

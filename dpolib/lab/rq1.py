@@ -83,12 +83,12 @@ __all__ = [
 STUDENT_LABELS = {"char": "char student", "bpe": "bpe student"}
 #: The paper's columns (Tables 1 and 2) put beside each of our students, in order (display only).
 PAPER_COLUMNS = ("mistral-7b", "tulu-2-7b")
-#: Figure 2 keeps tokens seen at least this often in the validation responses (the paper: 100, on
+#: Figure 2 keeps tokens seen at least this often in the validation responses (the paper used 100, on
 #: UltraFeedback's much larger validation set; ours has a few hundred pairs).
 MIN_COUNT = 30
 #: A trend "holds" when the Spearman rank correlation with β has at least this magnitude.
 RHO = 0.7
-#: "Sensitive just below the optimum": one grid step below the best β loses at least this fraction of
+#: "Sensitive just below the optimum" means one grid step below the best β loses at least this fraction of
 #: the best score (or degenerates). The paper's mistral-7b loses 24% (16.25 -> 12.36); tulu-2-7b degenerates.
 SENSITIVITY_DROP = 0.10
 SFT = math.inf
@@ -152,7 +152,7 @@ def sweep_frame(records: list[dict], metric: str | Callable[[dict], float] = "lc
 
 
 def best_beta(records: list[dict], student: str, metric: str = "lc_win_rate") -> float | None:
-    """argmax_β of ``metric`` over the student's DPO runs, degenerate runs excluded (as :func:`runner.best_record`)."""
+    """argmax_β of ``metric`` over the student's DPO runs, degenerate runs excluded (as :func:`dpolib.lab.runner.best_record`)."""
     pool = {b: _metric(r, metric) for b, r in sweep_records(records, student).items()
             if b != SFT and not r["metrics"]["degenerate"]}
     pool = {b: v for b, v in pool.items() if not math.isnan(v)}
@@ -333,7 +333,7 @@ def imbalance(record: dict, min_count: int = MIN_COUNT) -> tuple[float, float]:
     """How unevenly Eq. (8) moves across tokens: ``(extreme, ratio)``.
 
     ``extreme`` = the most negative average Eq. (8) among tokens seen ≥ ``min_count`` times;
-    ``ratio`` = max_t |d̄_t| / (Σ_t n_t |d̄_t| / Σ_t n_t), the largest per-token change over the
+    ``ratio`` = max_t abs(d̄_t) / (Σ_t n_t abs(d̄_t) / Σ_t n_t), the largest per-token change over the
     occurrence-weighted mean change. A constraint that held every token to the same small
     change would give a ratio near 1; the paper's Figure 1 (most tokens near 0, a tail to −100)
     means a ratio of many times. NaN for an untrained model (every d̄_t = 0).
@@ -358,7 +358,7 @@ def token_histogram(record: dict, bin_width: float = 1.0, weighted: bool = True)
     differences: the records keep only per-token means and counts.
 
     Returns:
-        ratio per bin (index: the bin's left edge, in nats), summing to 1.
+        The ratio per bin, indexed by the bin's left edge in nats; the ratios sum to 1.
     """
     df = token_table(record)
     if not len(df):
@@ -424,8 +424,9 @@ def headline(records: list[dict], replicates: Callable[[dict], list[dict]] | Non
     exists (default :func:`dpolib.lab.runner.replicates`; the record itself if none is found).
 
     Returns:
-        one row per (student, arm): ``student``, ``arm`` (``"SFT"``, ``"β = 0.1"``, ``"best β"``),
-        ``β``, ``n`` (seeds), ``seeds``, ``mean``, ``sd`` (NaN with one seed), ``values``.
+        A frame with one row per student and arm and the columns ``student``, ``arm`` (``"SFT"``,
+        ``"β = 0.1"``, ``"best β"``), ``β``, ``n`` (seeds), ``seeds``, ``mean``, ``sd`` (NaN with one
+        seed) and ``values``.
     """
     replicates = replicates or _default_replicates
     rows = []
@@ -447,7 +448,7 @@ def compare(head: pd.DataFrame, student: str, a: str = "best β", b: str = "SFT"
     """Is arm ``a`` better than arm ``b`` beyond the seed-to-seed spread?
 
     Rule (stated in the chapter): the difference of means d = mean_a − mean_b is *outside the
-    spread* when the mean ± 1 sd intervals do not overlap, |d| > sd_a + sd_b. An arm with one
+    spread* when the mean ± 1 sd intervals do not overlap, abs(d) > sd_a + sd_b. An arm with one
     seed contributes sd 0; with one seed in both arms the spread is unknown and ``within`` is ``None``.
 
     Returns:
@@ -489,10 +490,10 @@ def evidence(records: list[dict], replicates: Callable[[dict], list[dict]] | Non
     """Everything the RQ1 claims test, per student, computed from the records.
 
     Returns:
-        ``{"students": [...], "min_count": n, "headline": DataFrame (:func:`headline`),
-        "per_student": {student: {...}}}`` where each student's dict holds ``betas`` (DPO β,
-        descending), ``score``/``degenerate``/``policy_acc``/``reward_acc``/``length``/
-        ``eos_diff``/``eos_rank``/``extreme``/``ratio`` (each ``{β: value}``, DPO runs),
+        A dict with ``students`` (a list), ``min_count``, ``headline`` (the frame of
+        :func:`headline`) and ``per_student``, a dict per student that holds ``betas`` (DPO β,
+        descending), ``score``, ``degenerate``, ``policy_acc``, ``reward_acc``, ``length``,
+        ``eos_diff``, ``eos_rank``, ``extreme`` and ``ratio`` (each ``{β: value}``, DPO runs),
         ``sft_score``, ``sft_length``, ``best_beta``.
     """
     per = {}

@@ -72,7 +72,7 @@ STUDENT_LABELS = {
     "char": "char (character tokenizer, Zephyr-like template)",
     "bpe": "bpe (BPE tokenizer, ChatML-like template)",
 }
-#: "Much longer outputs" (§5.2): the probability objective's mean length is at least this many
+#: "Much longer outputs" (§5.2) means the probability objective's mean length is at least this many
 #: times DPO's. The paper's Table 3 has 744.5 / 359.4 = 2.07; the same threshold is used by
 #: :func:`dpolib.paper.headline_findings` on the paper's own numbers.
 LONGER_FACTOR = 1.5
@@ -132,7 +132,7 @@ def seed_stats(record: dict | None, metric: str = "lc_win_rate", replicates: Cal
     Args:
         record: a record of the arm (any seed), or ``None`` (gives ``n = 0``).
         metric: a key of ``record["metrics"]``.
-        replicates: ``config -> records``; default :func:`runner.replicates` (tests pass a stub).
+        replicates: ``config -> records``; default :func:`dpolib.lab.runner.replicates` (tests pass a stub).
     """
     if record is None:
         return {"mean": math.nan, "sd": math.nan, "n": 0, "values": []}

@@ -211,7 +211,7 @@ def gains(recs: dict | list, replicates: Callable | None = None) -> pd.DataFrame
     """The gain of each reference over the self reference: best LC(r) − best LC(self), per student.
 
     Columns: ``student``, ``reference``, ``best``, ``best β``, ``gain vs self``, ``gain vs SFT``,
-    ``seed note`` (whether the difference to self lies within the seed-to-seed spread, :func:`compare`).
+    ``seed note`` (whether the difference to self lies within the seed-to-seed spread, :func:`dpolib.lab.rq2.compare`).
     """
     rows = []
     for s in students(recs):

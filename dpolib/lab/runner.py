@@ -8,7 +8,7 @@ what is missing.
 
 One run is the paper's pipeline (§3):
 
-1. the SFT student and the preference data of the world (cached, :mod:`.pretrain`, :mod:`.data`);
+1. the SFT student and the preference data of the world (cached, :mod:`dpolib.lab.pretrain`, :mod:`dpolib.lab.data`);
 2. the reference's log-probs precomputed into ``ref_chosen_logps`` / ``ref_rejected_logps``
    (:func:`dpolib.references.precompute`, cached by reference fingerprint);
 3. DPO through TRL (:class:`dpolib.trl_bridge.PrecomputedRefDPOTrainer`), the same

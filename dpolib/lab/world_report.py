@@ -61,7 +61,7 @@ __all__ = [
     "dpo_wins",
 ]
 
-#: The four SFT models of a world report, students first: ``"<family>/<size>"``.
+#: The four SFT models of a world report as ``"<family>/<size>"``, students first.
 MODELS = ("char/small", "bpe/small", "char/large", "bpe/large")
 
 #: What each world changed relative to the one before it (design facts, for the history table).
