@@ -29,7 +29,9 @@ from typing import Any, Callable, Iterable
 
 import pandas as pd
 
-__all__ = ["Measurement", "Claim", "scorecard", "verdict_counts", "AGREES", "DISAGREES", "NOT_TESTED", "style"]
+__all__ = [
+    "Measurement", "Claim", "scorecard", "verdict_counts", "side_by_side", "AGREES", "DISAGREES", "NOT_TESTED", "style",
+]  # fmt: skip
 
 AGREES = "agrees"
 DISAGREES = "disagrees"
@@ -136,6 +138,24 @@ def verdict_counts(card: pd.DataFrame) -> dict[str, int]:
     """``{"agrees": n, "disagrees": n, "not tested": n}`` for a scorecard (all three keys always present)."""
     counts = card["verdict"].value_counts().to_dict() if len(card) else {}
     return {v: int(counts.get(v, 0)) for v in (AGREES, DISAGREES, NOT_TESTED)}
+
+
+def side_by_side(cards: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The verdicts of the same claims under several settings, one column per setting.
+
+    ``cards`` maps a setting's label (e.g. ``"lr 2.5e-05"``) to its scorecard; rows follow the
+    first card's claims (a claim missing from a card reads "not tested"). Columns: ``rq``,
+    ``claim``, then per setting ``<label>`` (the verdict) and ``<label>: ours`` (the value).
+    """
+    if not cards:
+        raise ValueError("no scorecards to compare")
+    first = next(iter(cards.values()))
+    out = first.loc[:, ["id", "rq", "claim"]].copy()
+    for label, card in cards.items():
+        by_id = card.set_index("id")
+        out[label] = [by_id["verdict"].get(i, NOT_TESTED) for i in out["id"]]
+        out[f"{label}: ours"] = [by_id["ours"].get(i, "n/a") for i in out["id"]]
+    return out.drop(columns="id")
 
 
 _VERDICT_COLOURS = {AGREES: "#d9f0d3", DISAGREES: "#f6d0d0", NOT_TESTED: "#eeeeee"}

@@ -113,3 +113,14 @@ def test_committed_cpu_record_reruns_identically(tmp_path):
     assert rerun["key"] == committed["key"]
     assert [c["loss"] for c in rerun["curves"]] == [c["loss"] for c in committed["curves"]]
     assert rerun["metrics"] == committed["metrics"]
+
+
+def test_load_grid_reads_and_never_trains(tmp_path, monkeypatch):
+    monkeypatch.setattr(R, "_run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    assert R.load_grid("rq1", "smoke", root=tmp_path) == []
+    one = R.grid("rq1", "smoke")[0]
+    path = R.record_path(one, tmp_path)
+    path.parent.mkdir(parents=True)
+    path.write_text('{"config": {}, "metrics": {}}')
+    assert len(R.load_grid("rq1", "smoke", root=tmp_path)) == 1
+    assert R.load_grid("rq1", "smoke", root=tmp_path, complete=True) == []  # 1 of 14 runs: incomplete

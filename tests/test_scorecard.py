@@ -2,7 +2,7 @@
 
 import pytest
 
-from dpolib.scorecard import AGREES, DISAGREES, NOT_TESTED, Claim, Measurement, scorecard, style, verdict_counts
+from dpolib.scorecard import AGREES, DISAGREES, NOT_TESTED, Claim, Measurement, scorecard, side_by_side, style, verdict_counts
 
 
 def _best_beta_claim():
@@ -48,3 +48,17 @@ def test_bad_claims_fail_loudly():
 def test_style_labels_the_paper_column():
     html = style(scorecard([_best_beta_claim()], {"best_beta": 0.02})).to_html()
     assert "paper (quoted)" in html and "ours (measured)" in html and AGREES in html
+
+
+def test_side_by_side_lines_up_verdicts_per_setting():
+    claim = _best_beta_claim()
+    other = Claim("rq1.other", "RQ1", "c2", "s", "p", "crit", lambda ev: Measurement(1, ev.get("flag")))
+    a = scorecard([claim, other], {"best_beta": 0.02, "flag": True})
+    b = scorecard([claim], {"best_beta": 0.5})
+    both = side_by_side({"main": a, "low lr": b})
+    assert list(both["claim"]) == ["The best beta is well below 0.1", "c2"]
+    assert list(both["main"]) == [AGREES, AGREES]
+    assert list(both["low lr"]) == [DISAGREES, NOT_TESTED]  # a claim the second card lacks is "not tested"
+    assert list(both["low lr: ours"]) == ["0.5", "n/a"]
+    with pytest.raises(ValueError):
+        side_by_side({})

@@ -55,6 +55,7 @@ __all__ = [
     "GRIDS",
     "record_path",
     "load_records",
+    "load_grid",
     "replicates",
     "config_of",
     "HEADLINE_SEEDS",
@@ -535,6 +536,13 @@ def run_grid(
 
 
 # --------------------------------------------------------------------------- reading results
+
+
+def load_grid(name: str, profile: str, seeds: Iterable[int] = (0,), root: Path | None = None, complete: bool = False) -> list[dict]:
+    """The committed records of a grid, never training (``complete=True``: ``[]`` unless every run has a record)."""
+    configs = grid(name, profile, seeds)
+    records = load_records(configs, root)
+    return [] if complete and len(records) < len(configs) else records
 
 
 def load_records(configs: Iterable[RunConfig], root: Path | None = None, missing: str = "skip") -> list[dict]:
