@@ -13,11 +13,11 @@ three as ``rejected`` (digest §2.1). Ours does the same with:
   base on another sample of SFT data, like the many fine-tunes of one base model
   in UltraFeedback's pool). Their answers fail the way trained models fail
   (a wrong item where the model is unsure, a response that does not stop), which
-  the programmatic writers only imitate. None of the 11 sources is a student, so
+  the programmatic writers only imitate. None of the 12 sources is a student, so
   the data is *off-policy*, as in the paper.
 * :func:`annotate`: gold score + a **length bias** + noise (documented below),
   the analogue of GPT-4's known preference for longer answers.
-* :func:`build_preference_data`: 4 distinct sources per prompt (of 11), annotate, binarise.
+* :func:`build_preference_data`: 4 distinct sources per prompt (of 12), annotate, binarise.
 
 The model samples are generated once per world and cached on disk
 (:func:`model_samples`); everything else is pure Python and is **regenerated
