@@ -132,8 +132,10 @@ def test_seed_spread_decides_whether_a_difference_is_resolved():
     assert rq2.compare(stats["dpo"], stats["probability"])["within_spread"] is True  # sd 10
     c = card(recs, replicates=three_seeds)
     assert "exceeds the seed-to-seed spread" in c.loc["rq2.dpo-best", "note"]
-    # with only seed 0 the spread is unknown, and the chapter says so
-    assert rq2.compare(rq2.seed_stats(recs[2], replicates=one_seed), stats["dpo"])["within_spread"] is None
+    # one seed in one arm: a difference beyond the other arm's spread is undecided, one inside it is within
+    assert rq2.compare(rq2.seed_stats(recs[4], replicates=one_seed), stats["dpo"])["within_spread"] is None  # 8 > sd 1
+    assert rq2.compare(rq2.seed_stats(recs[2], replicates=one_seed), stats["dpo"])["within_spread"] is True  # 0 <= sd 1
+    # with only seed 0 everywhere the spread is unknown, and the chapter says so
     assert "seed spread unknown" in card(recs).loc["rq2.dpo-best", "note"]
 
 

@@ -41,6 +41,7 @@ import torch
 from ..losses import dpo_loss
 from ..references import UniformReference
 from ..scorecard import Claim, Measurement
+from .stats import spearman
 
 __all__ = [
     "best_beta_line",
@@ -252,13 +253,8 @@ def loss_vs_log2(records: Iterable[dict], frac: float = 0.1, flat_tol: float = 0
 # --------------------------------------------------------------------------- direction of beta
 
 
-def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation (Pearson on average ranks); NaN with fewer than 3 points."""
-    s = pd.DataFrame({"x": list(x), "y": list(y)}).dropna()
-    if len(s) < 3 or s["x"].nunique() < 2 or s["y"].nunique() < 2:
-        return float("nan")
-    r = s.rank()
-    return float(np.corrcoef(r["x"], r["y"])[0, 1])
+#: Spearman's rank correlation, :func:`dpolib.lab.stats.spearman` (the one definition the chapters share).
+rank_correlation = spearman
 
 
 def _eos_diff(record: dict) -> float:

@@ -38,6 +38,7 @@ import pandas as pd
 
 from .. import paper
 from ..scorecard import Claim, Measurement
+from .stats import spearman, within_spread
 
 __all__ = [
     "STUDENT_LABELS",
@@ -369,18 +370,6 @@ def token_histogram(record: dict, bin_width: float = 1.0, weighted: bool = True)
     return (s / s.sum()).sort_index()
 
 
-def spearman(x: Iterable[float], y: Iterable[float]) -> float:
-    """Spearman rank correlation (average ranks for ties); NaN with fewer than 3 finite pairs or a constant side."""
-    x, y = np.asarray(list(x), float), np.asarray(list(y), float)
-    keep = np.isfinite(x) & np.isfinite(y)
-    if keep.sum() < 3:
-        return math.nan
-    rx, ry = pd.Series(x[keep]).rank().to_numpy(), pd.Series(y[keep]).rank().to_numpy()
-    if rx.std() == 0 or ry.std() == 0:
-        return math.nan
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
 # --------------------------------------------------------------------------- seeds: the headline comparison
 
 
@@ -447,9 +436,8 @@ def headline(records: list[dict], replicates: Callable[[dict], list[dict]] | Non
 def compare(head: pd.DataFrame, student: str, a: str = "best β", b: str = "SFT") -> dict:
     """Is arm ``a`` better than arm ``b`` beyond the seed-to-seed spread?
 
-    Rule (stated in the chapter): the difference of means d = mean_a − mean_b is *outside the
-    spread* when the mean ± 1 sd intervals do not overlap, abs(d) > sd_a + sd_b. An arm with one
-    seed contributes sd 0; with one seed in both arms the spread is unknown and ``within`` is ``None``.
+    The rule is :func:`dpolib.lab.stats.within_spread` (the mean ± 1 sd intervals of the two
+    arms overlap); ``within`` is ``None`` when the seeds cannot decide it.
 
     Returns:
         ``{"diff", "within" (bool | None), "n_a", "n_b", "same" (the arms are one run), "text"}``.
@@ -468,13 +456,14 @@ def compare(head: pd.DataFrame, student: str, a: str = "best β", b: str = "SFT"
         return {"diff": 0.0, "within": None, "n_a": int(ra["n"]), "n_b": int(rb["n"]), "same": True,
                 "text": f"{label}: the best β is {ra['β']:g} itself, so the two arms are the same run."}
     head_text = f"{label}: {a_name} scores {fmt(ra)} against {fmt(rb)} for {b}"
+    within = within_spread(d, ra["sd"], int(ra["n"]), rb["sd"], int(rb["n"]))
     if max(ra["n"], rb["n"]) < 2:
-        within = None
         text = (f"{head_text}; only seed 0 exists for both arms, "
                 f"so whether the difference of {d:+.2f} exceeds the seed-to-seed spread is unknown.")
+    elif within is None:
+        text = (f"{head_text}; only seed 0 exists for one arm, and the difference of {d:+.2f} exceeds the other "
+                "arm's spread, so whether it exceeds the seed-to-seed spread is unknown.")
     else:
-        sd = lambda r: 0.0 if r["n"] < 2 else r["sd"]  # noqa: E731
-        within = bool(abs(d) <= sd(ra) + sd(rb))
         verdict = ("within the seed-to-seed spread (the mean ± 1 sd intervals overlap)" if within
                    else "outside the seed-to-seed spread (the mean ± 1 sd intervals do not overlap)")
         partial = "" if min(ra["n"], rb["n"]) >= 2 else " (only seed 0 exists for one arm: the spread is the other arm's)"

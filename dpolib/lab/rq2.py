@@ -30,6 +30,7 @@ import pandas as pd
 from .. import paper
 from ..scorecard import Claim, Measurement
 from . import runner
+from .stats import within_spread
 
 __all__ = [
     "OBJECTIVES",
@@ -149,12 +150,12 @@ def seed_stats(record: dict | None, metric: str = "lc_win_rate", replicates: Cal
 def compare(a: dict, b: dict) -> dict:
     """Compare two arms' :func:`seed_stats`: ``diff = mean_a - mean_b`` and whether it is resolved.
 
-    ``within_spread`` is True when ``|diff| <= sd_a + sd_b`` (the ±1 sd seed bars overlap), False
-    when it is larger, and ``None`` when either arm has fewer than two seeds (the spread is unknown).
+    ``within_spread`` is :func:`dpolib.lab.stats.within_spread`: True when the ±1 sd seed bars
+    overlap, False when they do not, ``None`` when the seeds cannot decide it.
     """
     diff = a["mean"] - b["mean"]
-    if a["n"] >= 2 and b["n"] >= 2:
-        within = bool(abs(diff) <= a["sd"] + b["sd"])
+    within = within_spread(diff, a["sd"], a["n"], b["sd"], b["n"])
+    if within is not None and a["n"] >= 2 and b["n"] >= 2:
         text = (
             f"difference {diff:+.2f} is within the seed-to-seed spread (sd {a['sd']:.2f} and {b['sd']:.2f}; "
             f"{a['n']} and {b['n']} seeds)"
@@ -162,8 +163,11 @@ def compare(a: dict, b: dict) -> dict:
             else f"difference {diff:+.2f} exceeds the seed-to-seed spread (sd {a['sd']:.2f} + {b['sd']:.2f}; "
             f"{a['n']} and {b['n']} seeds)"
         )
+    elif within:
+        known = a if a["n"] >= 2 else b
+        text = (f"difference {diff:+.2f} is within the seed-to-seed spread of the arm with seeds (sd {known['sd']:.2f}; "
+                f"{a['n']} and {b['n']} seeds)")
     else:
-        within = None
         text = f"seed spread unknown ({a['n']} and {b['n']} seeds; needs at least 2 per arm)"
     return {"diff": diff, "within_spread": within, "text": text}
 

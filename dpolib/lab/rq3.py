@@ -42,6 +42,7 @@ from .. import paper
 from ..scorecard import Claim, Measurement
 from . import runner
 from .rq2 import compare, display, seed_stats
+from .stats import spearman
 
 __all__ = [
     "REFERENCES",
@@ -630,7 +631,7 @@ def _compat_predicts(ev, measure: str = "logp_corr") -> Measurement:
             more = a if (a[measure] > b[measure]) == (measure != "kl") else b  # larger corr / smaller KL = more compatible
             other = b if more is a else a
             within.append(more["gain vs self"] > other["gain vs self"])
-    rho = float(pd.Series(f[measure].values).rank().corr(pd.Series(f["gain vs self"].values).rank()))  # Spearman
+    rho = spearman(f[measure], f["gain vs self"])
     if measure == "kl":
         rho = -rho
     shown = f"Spearman {rho:+.2f} over {len(f)} student-reference pairs; more compatible reference gains more for {sum(within)} of {len(within)} students"
