@@ -24,14 +24,16 @@ so no separate code exists for Eqs. 10 and 15.
 Every loss returns a :class:`PreferenceLossOutput` with per-pair ``losses``
 (no reduction) and the implicit rewards (Eq. 6) that TRL logs as
 ``rewards/chosen`` and ``rewards/rejected``. Inputs are validated: a
-non-finite log-prob or ``beta <= 0`` raises ``ValueError`` naming the row or
-argument, rather than producing a silent NaN. The computation runs in the
+non-finite log-prob or length, an integer tensor, an empty batch, ``beta <= 0``
+or a loss that overflows raises an error naming the row or argument, rather than
+producing a silent NaN, inf or integer loss. The computation runs in the
 inputs' dtype (float16/bfloat16 inputs are promoted to float32 internally and
 cast back, so the loss keeps the caller's dtype).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Callable, NamedTuple
 
 import torch
@@ -44,9 +46,12 @@ __all__ = [
     "cdpo_loss",
     "robust_dpo_loss",
     "ipo_loss",
+    "ipo_sum_loss",
     "hinge_loss",
     "simpo_loss",
     "LOSSES",
+    "REFERENCE_FREE_LOSSES",
+    "LENGTH_LOSSES",
     "get_loss",
 ]
 
@@ -85,8 +90,15 @@ def _check_logps(**tensors: torch.Tensor) -> torch.Tensor:
     for name, t in tensors.items():
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor of shape (batch,), got {type(t).__name__}")
+        if not t.is_floating_point():
+            raise TypeError(
+                f"{name} has dtype {t.dtype}; log-probs must be a floating-point tensor (integer arithmetic would "
+                "give an integer loss). Convert it first, e.g. tensor.double()."
+            )
         if t.dim() != 1:
             raise ValueError(f"{name} must have shape (batch,) (one sequence log-prob per pair), got {tuple(t.shape)}")
+        if t.shape[0] == 0:
+            raise ValueError(f"{name} is empty: a batch needs at least one preference pair (the mean of no losses is NaN)")
         if shape is None:
             shape, first = t.shape, t
         elif t.shape != shape:
@@ -110,16 +122,26 @@ def _upcast(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return tuple(t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in tensors)
 
 
-def _lengths(lengths: torch.Tensor | None, name: str, like: torch.Tensor) -> torch.Tensor:
+def _lengths(lengths: torch.Tensor | None, name: str, like: torch.Tensor, hint: str = "") -> torch.Tensor:
     if lengths is None:
-        raise ValueError(f"{name} is required for a length-normalised loss (reduction='mean')")
+        raise ValueError(f"{name} is required for a length-normalised loss (reduction='mean'){hint}")
     lengths = torch.as_tensor(lengths, device=like.device)
     if lengths.shape != like.shape:
         raise ValueError(f"{name} must have shape {tuple(like.shape)}, got {tuple(lengths.shape)}")
+    if lengths.is_floating_point() and not bool(torch.isfinite(lengths).all()):
+        row = int((~torch.isfinite(lengths)).nonzero()[0, 0])
+        raise ValueError(f"{name}[{row}] = {lengths[row].item()}: a response length in tokens must be a finite number")
     if bool((lengths <= 0).any()):
         row = int((lengths <= 0).nonzero()[0, 0])
-        raise ValueError(f"{name}[{row}] = {int(lengths[row])}: an empty response has no log-prob to normalise")
+        raise ValueError(f"{name}[{row}] = {lengths[row].item():g}: an empty response has no log-prob to normalise")
     return lengths.to(like.dtype)
+
+
+def _check_finite_losses(losses: torch.Tensor, what: str) -> torch.Tensor:
+    if not bool(torch.isfinite(losses.detach()).all()):
+        row = int((~torch.isfinite(losses.detach())).nonzero()[0, 0])
+        raise ValueError(f"{what}: the loss of row {row} is {losses[row].item()} in {losses.dtype}")
+    return losses
 
 
 def _check_label_smoothing(label_smoothing: float) -> float:
@@ -258,7 +280,7 @@ def ipo_loss(
     ref_chosen_logps: torch.Tensor,
     ref_rejected_logps: torch.Tensor,
     beta: float,
-    reduction: str = "sum",
+    reduction: str = "mean",
     chosen_lengths: torch.Tensor | None = None,
     rejected_lengths: torch.Tensor | None = None,
 ) -> PreferenceLossOutput:
@@ -266,23 +288,59 @@ def ipo_loss(
 
         (h − 1/(2β))²,   h = log-ratio(y_w) − log-ratio(y_l)
 
-    ``reduction`` says how a log-ratio aggregates tokens, and matters for IPO's scale:
+    ``reduction`` says how a log-ratio aggregates tokens, and matters for IPO's scale
+    (the two differ by orders of magnitude on responses of tens of tokens):
 
-    * ``"sum"``: the sequence log-ratio as in Eq. (5) (eric-mitchell, OpenRLHF).
-    * ``"mean"``: each log-ratio divided by its response length in tokens
-      (TRL ``loss_type="ipo"``); needs ``chosen_lengths`` and ``rejected_lengths``.
+    * ``"mean"`` (default, the registered name ``"ipo"``, TRL ``loss_type="ipo"``):
+      each log-ratio divided by its response length in tokens; needs
+      ``chosen_lengths`` and ``rejected_lengths`` ``(batch,)``.
+    * ``"sum"`` (the registered name ``"ipo_sum"``, :func:`ipo_sum_loss`): the
+      sequence log-ratio as in Eq. (5) (eric-mitchell, OpenRLHF); lengths are ignored.
+
+    Rewards are Eq. (6) on the summed log-ratios in both cases.
+
+    Raises:
+        ValueError: lengths missing for ``"mean"``; or β so small that the target
+            margin 1/(2β) squared overflows the dtype (the loss would be inf).
     """
     beta, dtype, (pc, pr, rc, rr) = _pair_inputs(
         beta, policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps
     )
     chosen_logratios, rejected_logratios = pc - rc, pr - rr
     if reduction == "mean":
-        chosen_logratios = chosen_logratios / _lengths(chosen_lengths, "chosen_lengths", pc)
-        rejected_logratios = rejected_logratios / _lengths(rejected_lengths, "rejected_lengths", pc)
+        hint = (
+            ": IPO is length-averaged by default, as TRL's loss_type='ipo'; pass both lengths in tokens, or "
+            "reduction='sum' (the loss 'ipo_sum') for the summed form"
+        )
+        chosen_logratios = chosen_logratios / _lengths(chosen_lengths, "chosen_lengths", pc, hint)
+        rejected_logratios = rejected_logratios / _lengths(rejected_lengths, "rejected_lengths", pc, hint)
     elif reduction != "sum":
         raise ValueError(f"reduction must be 'sum' or 'mean', got {reduction!r}")
     losses = (chosen_logratios - rejected_logratios - 1 / (2 * beta)) ** 2
+    _check_finite_losses(
+        losses,
+        f"IPO with beta={beta!r}: the target margin 1/(2β) = {1 / (2 * beta):.3g} squared overflows "
+        f"{losses.dtype} (the loss is inf); use a larger beta (IPO is usually run with beta in 1e-3..1), or float64",
+    )
     return _output(losses, beta * (pc - rc), beta * (pr - rr), dtype)
+
+
+def ipo_sum_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float,
+) -> PreferenceLossOutput:
+    """IPO on summed sequence log-ratios (registered as ``"ipo_sum"``): :func:`ipo_loss` with ``reduction="sum"``::
+
+        (h − 1/(2β))²,   h the bracket of Eq. (5)
+
+    This is *not* TRL's ``loss_type="ipo"`` (which is length-averaged; use ``"ipo"``).
+    """
+    return ipo_loss(
+        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta, reduction="sum"
+    )
 
 
 def hinge_loss(
@@ -321,6 +379,8 @@ def simpo_loss(
     """
     beta = _check_beta(beta)
     eps = _check_label_smoothing(label_smoothing)
+    if not math.isfinite(float(gamma_beta_ratio)):
+        raise ValueError(f"gamma_beta_ratio must be a finite number (SimPO's γ/β, usually 0.3..1.6), got {gamma_beta_ratio!r}")
     dtype = _check_logps(policy_chosen_logps=policy_chosen_logps, policy_rejected_logps=policy_rejected_logps).dtype
     pc, pr = _upcast(policy_chosen_logps, policy_rejected_logps)
     chosen_avg = pc / _lengths(chosen_lengths, "chosen_lengths", pc)
@@ -335,15 +395,20 @@ LOSSES: dict[str, Callable[..., PreferenceLossOutput]] = {
     "cdpo": cdpo_loss,
     "robust": robust_dpo_loss,
     "ipo": ipo_loss,
+    "ipo_sum": ipo_sum_loss,
     "hinge": hinge_loss,
     "simpo": simpo_loss,
 }
-"""Losses by name. Names follow TRL's ``loss_type`` where TRL has the loss."""
+"""Losses by name. A name TRL also has means what it means in TRL 1.16's ``loss_type``:
+``"sigmoid"``, ``"robust"``, ``"hinge"`` and ``"ipo"`` (length-averaged, ``reduction="mean"``).
+dpolib's own names: ``"cdpo"`` (TRL's CPO ``sigmoid`` with label smoothing), ``"ipo_sum"``
+(IPO on summed log-ratios, :func:`ipo_sum_loss`), ``"simpo"`` (TRL's CPO ``simpo``, with
+``gamma_beta_ratio`` = γ/β)."""
 
 #: Losses that use no reference log-probs at all.
 REFERENCE_FREE_LOSSES = frozenset({"simpo"})
-#: Losses that need response lengths in tokens (always, or when reduction="mean").
-LENGTH_LOSSES = frozenset({"simpo"})
+#: Losses that take response lengths in tokens (``chosen_lengths`` / ``rejected_lengths``).
+LENGTH_LOSSES = frozenset({"simpo", "ipo"})
 
 
 def get_loss(name: str) -> Callable[..., PreferenceLossOutput]:

@@ -24,18 +24,27 @@ original bfloat16 release: log-probs differ slightly from the hub model's.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
+import struct
 import tempfile
+import uuid
 from pathlib import Path
 
 import torch
+
+from .provenance import CorruptFileError, atomic_write_json, quarantine, read_json_checked
 
 __all__ = [
     "SMOLLM2_WHEEL",
     "SMOLLM2_GGUF",
     "SMOLLM2_NAME",
+    "COMPLETE_MARKER",
     "is_complete_model_dir",
+    "model_dir_problem",
+    "reusable_model_dir",
+    "save_pretrained_atomic",
     "gguf_to_local",
     "smollm2_gguf_path",
     "smollm2_135m_instruct",
@@ -54,14 +63,142 @@ _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_m
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json")
 
 
-def is_complete_model_dir(path: str | os.PathLike) -> bool:
-    """True if ``path`` holds a saved model: ``config.json``, weights and a tokenizer."""
+#: Written last by :func:`save_pretrained_atomic`: every file's size, with a checksum of its own.
+COMPLETE_MARKER = "dpolib-complete.json"
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    """Why a ``.safetensors`` file is truncated or unreadable (header vs file size), or None."""
+    size = path.stat().st_size
+    if size == 0:
+        return None  # an empty placeholder is not ours to judge (no header to check against)
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > size - 8:
+                return f"{path.name}: header of {n} bytes in a file of {size} bytes (truncated)"
+            header = json.loads(f.read(n))
+    except (struct.error, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"{path.name}: unreadable header ({e})"
+    ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
+    need = 8 + n + max(ends, default=0)
+    if size < need:
+        return f"{path.name}: {size} bytes, but its header describes {need} (truncated)"
+    return None
+
+
+def model_dir_problem(path: str | os.PathLike) -> str | None:
+    """What is wrong with a saved-model folder, in words, or None if it is complete.
+
+    Complete means: ``config.json`` (valid JSON), weights and a tokenizer file; every
+    ``*.safetensors`` file as long as its header says; and, if the folder has the
+    :data:`COMPLETE_MARKER` written by :func:`save_pretrained_atomic`, every file it
+    lists present with its recorded size.
+    """
     path = Path(path)
-    return (
-        (path / "config.json").is_file()
-        and any((path / f).is_file() for f in _WEIGHT_FILES)
-        and any((path / f).is_file() for f in _TOKENIZER_FILES)
-    )
+    if not path.is_dir():
+        return "no such folder"
+    if not (path / "config.json").is_file():
+        return "no config.json"
+    if not any((path / f).is_file() for f in _WEIGHT_FILES):
+        return f"no weights (none of {list(_WEIGHT_FILES)})"
+    if not any((path / f).is_file() for f in _TOKENIZER_FILES):
+        return f"no tokenizer (none of {list(_TOKENIZER_FILES)})"
+    try:
+        json.loads((path / "config.json").read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"config.json is not valid JSON ({e})"
+    marker = path / COMPLETE_MARKER
+    if marker.exists():
+        try:
+            files = read_json_checked(marker)["files"]
+        except (CorruptFileError, KeyError, TypeError) as e:
+            return f"{COMPLETE_MARKER} is damaged ({e})"
+        for name, size in files.items():
+            if not (path / name).is_file():
+                return f"{name} is missing"
+            if (path / name).stat().st_size != size:
+                return f"{name} has {(path / name).stat().st_size} bytes, {size} were written"
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = set(json.loads(index.read_text())["weight_map"].values())
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            return f"{index.name} is damaged ({e})"
+        missing = sorted(s for s in shards if not (path / s).is_file())
+        if missing:
+            return f"weight shard(s) {missing} missing"
+    for weights in sorted(path.glob("*.safetensors")):
+        problem = _safetensors_problem(weights)
+        if problem:
+            return problem
+    return None
+
+
+def is_complete_model_dir(path: str | os.PathLike) -> bool:
+    """True if ``path`` holds a complete saved model (see :func:`model_dir_problem`)."""
+    return model_dir_problem(path) is None
+
+
+def reusable_model_dir(path: str | os.PathLike) -> bool:
+    """True if ``path`` holds a complete saved model to reuse; False if it must be (re)built.
+
+    A folder that exists but is incomplete or damaged (an interrupted save) is
+    moved aside to ``<name>.corrupt`` with a :class:`~dpolib.provenance.CorruptFileWarning`
+    naming it and the reason, so the caller rebuilds it instead of failing on it again::
+
+        if not reusable_model_dir(out):
+            ...train...
+            save_pretrained_atomic(model, tokenizer, out)
+    """
+    path = Path(path)
+    if not path.exists():
+        return False
+    problem = model_dir_problem(path)
+    if problem is None:
+        return True
+    quarantine(path, problem)
+    return False
+
+
+def save_pretrained_atomic(model, tokenizer, out: str | os.PathLike) -> Path:
+    """``save_pretrained`` model and tokenizer so that ``out`` is either complete or absent.
+
+    Saves into a temporary sibling folder, writes :data:`COMPLETE_MARKER` (each
+    file's size, checksummed) last, checks the folder, then renames it to ``out``
+    (an existing ``out`` is replaced). An interruption leaves at most a hidden
+    ``.<name>.tmp-*`` sibling, never a half-written ``out``.
+
+    Returns:
+        ``out`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        RuntimeError: the saved folder is incomplete (e.g. a model without a tokenizer file).
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()}
+        atomic_write_json(tmp / COMPLETE_MARKER, {"files": files})
+        problem = model_dir_problem(tmp)
+        if problem:
+            raise RuntimeError(f"saving to {out} wrote an incomplete folder: {problem}; files {sorted(files)}")
+        old = out.with_name(f".{out.name}.old-{uuid.uuid4().hex[:8]}")
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
 
 
 def gguf_to_local(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
@@ -72,9 +209,10 @@ def gguf_to_local(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> P
     copies the weights in (all keys must match), and saves model and tokenizer.
 
     Idempotent: if ``out_dir`` already holds a complete model
-    (:func:`is_complete_model_dir`), nothing is loaded or written. The directory
-    is written atomically (into a temporary sibling, then renamed), so an
-    interrupted conversion never leaves a half-written model behind.
+    (:func:`is_complete_model_dir`), nothing is loaded or written; a damaged one
+    is moved aside (:func:`reusable_model_dir`) and rebuilt. The directory is
+    written by :func:`save_pretrained_atomic`, so an interrupted conversion never
+    leaves a half-written model behind.
 
     Args:
         gguf_path: the ``.gguf`` file.
@@ -89,7 +227,7 @@ def gguf_to_local(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> P
     """
     gguf_path = Path(gguf_path)
     out_dir = Path(out_dir)
-    if is_complete_model_dir(out_dir):
+    if reusable_model_dir(out_dir):
         return out_dir
     if not gguf_path.is_file():
         raise FileNotFoundError(f"GGUF file not found: {gguf_path}")
@@ -118,25 +256,7 @@ def gguf_to_local(gguf_path: str | os.PathLike, out_dir: str | os.PathLike) -> P
     model.eval()
     del quantized
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        if not is_complete_model_dir(tmp):  # pragma: no cover - a transformers change
-            raise RuntimeError(f"saving the converted model wrote an incomplete directory: {sorted(os.listdir(tmp))}")
-        if out_dir.exists():  # an incomplete leftover (a complete one returned above)
-            shutil.rmtree(out_dir)
-        try:
-            os.replace(tmp, out_dir)
-        except OSError:
-            # Another process finished the same conversion first: keep its result.
-            if not is_complete_model_dir(out_dir):
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out_dir
+    return save_pretrained_atomic(model, tokenizer, out_dir)
 
 
 def smollm2_gguf_path() -> Path:
@@ -187,7 +307,7 @@ def smollm2_135m_instruct(cache_dir: str | os.PathLike | None = None) -> Path:
     from .references import default_cache_dir
 
     out = Path(cache_dir or default_cache_dir()) / "models" / SMOLLM2_NAME
-    if is_complete_model_dir(out):
+    if reusable_model_dir(out):
         return out
     return gguf_to_local(smollm2_gguf_path(), out)
 

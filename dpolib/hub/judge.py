@@ -6,8 +6,8 @@ AlpacaEval instruction it gives
 
     P(policy ≻ baseline | x) = σ(r(x, y_policy) − r(x, y_baseline)),
 
-the preference the reward model was trained to express; :func:`dpolib.lab.evaluate.win_rate`
-and :func:`~dpolib.lab.evaluate.length_controlled_win_rate` turn these into the win rate and
+the preference the reward model was trained to express; :func:`dpolib.evaluation.win_rate`
+and :func:`~dpolib.evaluation.length_controlled_win_rate` turn these into the win rate and
 the length-controlled win rate exactly as for the cpu world.
 
 Its limits, next to the paper's judge (GPT-4-1106-preview via AlpacaEval 2):
@@ -39,7 +39,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..lab import evaluate as E
+from .. import evaluation as E
 
 __all__ = ["RewardModelJudge", "preferences", "judge_metrics", "alpaca_eval_judge", "ALPACA_EVAL_ANNOTATOR"]
 
@@ -123,7 +123,7 @@ def preferences(policy_rewards, baseline_rewards) -> np.ndarray:
 
 
 def judge_metrics(prefs, lengths, baseline_lengths) -> dict:
-    """Win rate and LC win rate (percent) from per-instruction preferences, via :mod:`dpolib.lab.evaluate`."""
+    """Win rate and LC win rate (percent) from per-instruction preferences, via :mod:`dpolib.evaluation`."""
     lc = E.length_controlled_win_rate(prefs, lengths, baseline_lengths)
     return {"win_rate": lc["win_rate"], "lc_win_rate": lc["lc_win_rate"],
             "lc_fit": {k: v for k, v in lc.items() if k not in ("win_rate", "lc_win_rate")}}

@@ -24,6 +24,11 @@ responses are encoded with each tokenizer's own chat template (the paper's scori
 not released, digest §7.5), and training runs through TRL's ``DPOTrainer``
 (:mod:`dpolib.trl_bridge`) instead of the paper's loop. ``--dry-run`` prints the resolved
 settings without loading anything (the tests use it).
+
+``train`` writes one ``record.json`` (rank 0 only) whose provenance lists every rank of the
+launch. For small checks without a GPU, ``--model`` names a local student, ``--set KEY=VALUE``
+changes a recipe field (e.g. ``--set total_batch_size=4``) and ``--cpu`` trains in float32 on
+CPU (gloo); :mod:`dpolib.hub.launch_check` runs the recipe that way under ``accelerate launch``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 __all__ = ["STUDENTS", "REFERENCES", "PAPER_BETAS", "RECIPE", "main"]
@@ -52,6 +58,29 @@ RECIPE = dict(
     lr_scheduler_type="linear", warmup_ratio=0.1, max_length=2048, max_grad_norm=1.0, seed=18890426,
     eval_steps=500, alpaca_eval_prompts=805,
 )
+#: Fields ``--set`` may change besides RECIPE's (a short check run, its logging), with their defaults.
+_SETTABLE_EXTRAS = dict(max_steps=-1, logging_steps=10)
+
+
+def _recipe(args) -> dict:
+    """RECIPE with the launch's ``--set KEY=VALUE`` overrides (none: the paper's numbers)."""
+    recipe = {**RECIPE, **_SETTABLE_EXTRAS}
+    for item in getattr(args, "set", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or key not in recipe:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE with KEY one of {sorted(recipe)}")
+        recipe[key] = type(recipe[key])(value)
+    return recipe
+
+
+def _student_path(args) -> str:
+    return getattr(args, "model", None) or STUDENTS[args.student]
+
+
+def _student_name(args) -> str:
+    """The student's short name in folder names: the paper's, or a ``--model`` folder's own name."""
+    model = getattr(args, "model", None)
+    return Path(model).name if model else args.student
 
 
 def _run_dir(out: str, student: str, reference: str, beta: float | None = None) -> Path:
@@ -63,25 +92,28 @@ def _data_dir(out: str, student: str, reference: str) -> Path:
     return Path(out) / "data" / f"{student}-{reference}"
 
 
-def _reference(student: str, reference: str):
+def _reference(args):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ..references import ModelReference, PriorReference, UniformReference
 
+    reference = args.reference
     if reference == "uniform":
         return UniformReference()
-    path = STUDENTS[student] if reference in ("self", "prior") else REFERENCES[reference]
+    path = _student_path(args) if reference in ("self", "prior") else REFERENCES[reference]
     tok = AutoTokenizer.from_pretrained(path)
     # device_map="auto" spreads a 70B reference over the node's GPUs for scoring (inference only).
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16, device_map="auto")
+    load = {"dtype": torch.float32} if args.cpu else {"dtype": torch.bfloat16, "device_map": "auto"}
+    model = AutoModelForCausalLM.from_pretrained(path, **load)
     cls = PriorReference if reference == "prior" else ModelReference
     return cls(model, tok, name=f"{reference}:{path}", batch_size=8, max_tokens=16384)
 
 
 def precompute_cmd(args) -> dict:
-    plan = {"step": "precompute", "student": STUDENTS[args.student], "reference": args.reference,
-            "data": str(_data_dir(args.out, args.student, args.reference)), **RECIPE}
+    recipe = _recipe(args)
+    plan = {"step": "precompute", "student": _student_path(args), "reference": args.reference,
+            "data": str(_data_dir(args.out, _student_name(args), args.reference)), **recipe}
     if args.dry_run:
         return plan
     from transformers import AutoTokenizer
@@ -89,11 +121,11 @@ def precompute_cmd(args) -> dict:
     from ..references import precompute
     from .data import ultrafeedback_pairs
 
-    tok = AutoTokenizer.from_pretrained(STUDENTS[args.student])
-    reference = _reference(args.student, args.reference)
+    tok = AutoTokenizer.from_pretrained(_student_path(args))
+    reference = _reference(args)
     for split, key in (("train", "train_split"), ("validation", "validation_split")):
-        pairs = ultrafeedback_pairs(RECIPE["dataset"], RECIPE[key], args.limit, seed=0, tokenizer=tok,
-                                    max_length=RECIPE["max_length"], allow_fewer=True)
+        pairs = ultrafeedback_pairs(recipe["dataset"], recipe[key], args.limit, seed=0, tokenizer=tok,
+                                    max_length=recipe["max_length"], allow_fewer=True)
         precompute(pairs, reference).save_to_disk(str(Path(plan["data"]) / split))
     return plan
 
@@ -102,48 +134,97 @@ def train_args(args) -> dict:
     """The DPOConfig fields of the paper's recipe for this launch (``world_size`` processes)."""
     import os
 
+    recipe = _recipe(args)
     world_size = int(os.environ.get("WORLD_SIZE", args.num_processes))
-    per_device = RECIPE["per_device_train_batch_size"]
-    if RECIPE["total_batch_size"] % (per_device * world_size):
-        raise ValueError(f"{world_size} processes x {per_device} pairs do not divide a batch of {RECIPE['total_batch_size']}")
+    per_device = recipe["per_device_train_batch_size"]
+    if recipe["total_batch_size"] % (per_device * world_size):
+        raise ValueError(f"{world_size} processes x {per_device} pairs do not divide a batch of {recipe['total_batch_size']}")
+    # --cpu: float32 throughout (no bf16 autocast, no TF32), gloo between processes.
+    cpu = getattr(args, "cpu", False)
     return dict(
-        output_dir=str(_run_dir(args.out, args.student, args.reference, args.beta)), beta=args.beta,
-        learning_rate=RECIPE["learning_rate"], lr_scheduler_type=RECIPE["lr_scheduler_type"],
-        warmup_steps=RECIPE["warmup_ratio"], num_train_epochs=RECIPE["num_train_epochs"],
+        output_dir=str(_run_dir(args.out, _student_name(args), args.reference, args.beta)), beta=args.beta,
+        learning_rate=recipe["learning_rate"], lr_scheduler_type=recipe["lr_scheduler_type"],
+        warmup_steps=recipe["warmup_ratio"], num_train_epochs=recipe["num_train_epochs"], max_steps=recipe["max_steps"],
         per_device_train_batch_size=per_device, per_device_eval_batch_size=per_device,
-        gradient_accumulation_steps=RECIPE["total_batch_size"] // (per_device * world_size),
-        max_length=RECIPE["max_length"], max_grad_norm=RECIPE["max_grad_norm"], seed=RECIPE["seed"],
-        bf16=True, tf32=True, activation_checkpointing=True, activation_checkpointing_kwargs={"use_reentrant": False},
-        eval_strategy="steps", eval_steps=RECIPE["eval_steps"], save_strategy="steps", save_steps=RECIPE["eval_steps"],
+        gradient_accumulation_steps=recipe["total_batch_size"] // (per_device * world_size),
+        max_length=recipe["max_length"], max_grad_norm=recipe["max_grad_norm"], seed=recipe["seed"],
+        bf16=not cpu, **({} if cpu else {"tf32": True}),
+        activation_checkpointing=True, activation_checkpointing_kwargs={"use_reentrant": False},
+        eval_strategy="steps", eval_steps=recipe["eval_steps"], save_strategy="steps", save_steps=recipe["eval_steps"],
         load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False, save_total_limit=2,
-        logging_steps=10, report_to=[], use_cpu=False,
+        logging_steps=recipe["logging_steps"], report_to=[], use_cpu=cpu,
         model_init_kwargs={"dtype": args.dtype, **({"attn_implementation": args.attn} if args.attn else {})},
     )
 
 
+def _rank_entry(trainer) -> dict:
+    """What one process of the launch was and what it trained on (its column audit, when run with one)."""
+    import os
+    import platform
+
+    import torch
+
+    a = trainer.args
+    return {"rank": a.process_index, "local_rank": a.local_process_index, "world_size": a.world_size,
+            "host": platform.node(), "pid": os.getpid(), "device": str(a.device),
+            "distributed_type": str(trainer.accelerator.distributed_type), "backend": trainer.accelerator.state.backend,
+            "torch_threads": torch.get_num_threads(), **getattr(trainer, "column_audit", {})}
+
+
+def _train_record(args, trainer, config: dict, ranks: list, wall_s: float) -> dict:
+    """The run's one record: recipe, launch shape, selected checkpoint, eval losses, final metrics, provenance."""
+    from ..provenance import provenance
+
+    history = trainer.state.log_history
+    best = trainer.state.best_model_checkpoint
+    return {
+        "step": "train", "student": _student_path(args), "reference": args.reference, "beta": args.beta,
+        "recipe": _recipe(args),
+        "launch": {"world_size": len(ranks), "per_device_train_batch_size": config["per_device_train_batch_size"],
+                   "gradient_accumulation_steps": config["gradient_accumulation_steps"],
+                   "global_batch": config["per_device_train_batch_size"] * config["gradient_accumulation_steps"] * len(ranks),
+                   "optimizer_steps": trainer.state.global_step},
+        "best_checkpoint": Path(best).name if best else None, "best_eval_loss": trainer.state.best_metric,
+        "eval_loss": [[h["step"], h["eval_loss"]] for h in history if "eval_loss" in h],
+        "final_train": next((h for h in reversed(history) if "loss" in h), None),
+        "provenance": provenance(ranks=ranks, wall_s=round(wall_s, 2)),
+    }
+
+
 def train_cmd(args) -> dict:
     config = train_args(args)
-    plan = {"step": "train", "student": STUDENTS[args.student], "reference": args.reference,
-            "data": str(_data_dir(args.out, args.student, args.reference)), "dpo_config": config}
+    plan = {"step": "train", "student": _student_path(args), "reference": args.reference,
+            "data": str(_data_dir(args.out, _student_name(args), args.reference)), "dpo_config": config}
     if args.dry_run:
         return plan
+    from accelerate.utils import gather_object
     from datasets import load_from_disk
     from transformers import AutoTokenizer
 
-    from ..trl_bridge import make_dpo_config, train_dpo
+    from ..provenance import write_json
+    from ..trl_bridge import PrecomputedRefDPOTrainer, make_dpo_config
 
+    start = time.time()
     data = Path(plan["data"])
     train, val = load_from_disk(str(data / "train")), load_from_disk(str(data / "validation"))
-    tok = AutoTokenizer.from_pretrained(STUDENTS[args.student])
+    tok = AutoTokenizer.from_pretrained(_student_path(args))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     dpo_args = make_dpo_config(**config)
+    trainer_cls = PrecomputedRefDPOTrainer
+    if args.audit_columns:  # a check run: every rank also logs which rows and reference values it trained on
+        from .launch_check import ColumnAuditTrainer as trainer_cls
     # The model goes in as a path so that ZeRO-3 / FSDP shard it while loading.
-    trainer = train_dpo(STUDENTS[args.student], tok, train, None, dpo_args, eval_dataset=val)
-    trainer.save_model(str(Path(config["output_dir"]) / "best"))  # the lowest-validation-loss checkpoint
+    trainer = trainer_cls(_student_path(args), args=dpo_args, train_dataset=train, eval_dataset=val,
+                          processing_class=tok)
+    trainer.train()
+    out = Path(config["output_dir"])
+    trainer.save_model(str(out / "best"))  # the lowest-validation-loss checkpoint (every rank takes part)
+    ranks = gather_object([_rank_entry(trainer)])  # every rank takes part; rank 0 writes
     if trainer.is_world_process_zero():
-        tok.save_pretrained(str(Path(config["output_dir"]) / "best"))
-        (Path(config["output_dir"]) / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        tok.save_pretrained(str(out / "best"))
+        (out / "log_history.json").write_text(json.dumps(trainer.state.log_history, indent=1))
+        write_json(out / "record.json", _train_record(args, trainer, config, ranks, time.time() - start))
     return plan
 
 
@@ -153,7 +234,7 @@ def evaluate_cmd(args) -> dict:
         return plan
     import torch
 
-    from ..lab import evaluate as E
+    from .. import evaluation as E
     from ..models import load_causal_lm
     from .data import alpaca_eval_prompts
     from .judge import alpaca_eval_judge
@@ -182,12 +263,17 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--reference", choices=["self", "prior", "uniform", *sorted(REFERENCES)], default="self")
         p.add_argument("--out", default="runs/paper")
         p.add_argument("--dry-run", action="store_true", help="print the resolved settings; load nothing")
+        p.add_argument("--model", default=None, help="the student's path instead of the hub's (e.g. a local tiny model)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="change a recipe field (small checks)")
+        p.add_argument("--cpu", action="store_true", help="float32 on CPU, gloo between processes (no GPU)")
     sub.choices["precompute"].add_argument("--limit", type=int, default=None, help="at most this many pairs per split")
     t = sub.choices["train"]
     t.add_argument("--beta", type=float, required=True)
     t.add_argument("--num-processes", type=int, default=8, help="used when WORLD_SIZE is unset (dry runs)")
     t.add_argument("--dtype", default="bfloat16", help="policy load dtype (float32 for FSDP mixed precision)")
     t.add_argument("--attn", default=None, help="attention implementation, e.g. flash_attention_2 (the paper's)")
+    t.add_argument("--audit-columns", action="store_true",
+                   help="record per rank which rows and reference log-probs each batch held (small checks)")
     e = sub.add_parser("evaluate")
     e.add_argument("--run", required=True)
     e.add_argument("--judge", choices=["alpaca_eval", "none"], default="alpaca_eval")

@@ -1,7 +1,8 @@
 """The gpu profile: what a single-GPU reproduction runs, in one frozen object.
 
 :class:`HubProfile` fixes everything that determines a result (model ids, data subsets,
-the SFT and DPO recipes, the judge, the β grids); its :meth:`~HubProfile.to_dict` is what
+the SFT and DPO recipes, the judge; the β grids are every profile's,
+:data:`dpolib.experiments.config.BETAS`); its :meth:`~HubProfile.to_dict` is what
 ``RunConfig.key`` hashes for ``profile="gpu"``. What only decides *how fast* a run goes on
 a given card (dtype, micro-batch, gradient accumulation) lives in :class:`Runtime`, chosen
 per device by :func:`runtime_for`, recorded in each record's provenance and kept out of the
@@ -36,22 +37,7 @@ __all__ = [
     "Runtime",
     "runtime_for",
     "estimate",
-    "RQ1_BETAS",
-    "RQ2_PROBABILITY_BETAS",
-    "RQ2_LIKELIHOOD_BETAS",
-    "RQ3_BETAS",
-    "APPENDIX_E_BETAS",
 ]
-
-# The β grids of the cpu grids (dpolib.lab.runner.grid), arm by arm. RQ1 is the paper's
-# Qwen2-1.5B grid (App. B: 0.1 ... 0.005 plus 0.001); RQ3 and App. E are the paper's; the
-# paper does not give RQ2's grids (digest §2.3), so these bracket its optima (100 and 0.01).
-RQ1_BETAS = (0.1, 0.05, 0.02, 0.01, 0.005, 0.001)
-RQ2_PROBABILITY_BETAS = (100.0, 10.0, 1.0, 0.1, 0.01)
-RQ2_LIKELIHOOD_BETAS = (1.0, 0.1, 0.05, 0.02, 0.01, 0.005)
-RQ3_BETAS = (10.0, 1.0, 0.1, 0.01, 0.005)
-APPENDIX_E_BETAS = (10.0, 1.0, 0.1, 0.01, 0.005)
-
 
 @dataclass(frozen=True)
 class HubProfile:
@@ -104,12 +90,7 @@ class HubProfile:
     max_new_tokens: int = 512
     score_dtype: str = "float32"  # references, prior and judge score in float32 (exact, fits a T4)
     judge_max_length: int = 2048
-    # --- grids (the cpu grids' structure; see the module constants) ---
-    rq1_betas: tuple = RQ1_BETAS
-    rq2_probability_betas: tuple = RQ2_PROBABILITY_BETAS
-    rq2_likelihood_betas: tuple = RQ2_LIKELIHOOD_BETAS
-    rq3_betas: tuple = RQ3_BETAS
-    appendix_e_betas: tuple = APPENDIX_E_BETAS
+    # the β grids are every profile's: dpolib.experiments.config.BETAS
     seeds: tuple = (0,)
 
     @property

@@ -1,6 +1,6 @@
 """Training dynamics and practice: what the logged curves of a DPO run mean, and the paper's advice checked.
 
-Everything here is a function of result records (:mod:`dpolib.lab.runner`) or of TRL's
+Everything here is a function of result records (:mod:`dpolib.experiments.runner`) or of TRL's
 per-step log rows, so the Practice chapter computes every number it states.
 The puzzles it explains are the ones DPO users ask about most (anchors §C.3):
 
@@ -253,7 +253,7 @@ def loss_vs_log2(records: Iterable[dict], frac: float = 0.1, flat_tol: float = 0
 # --------------------------------------------------------------------------- direction of beta
 
 
-#: Spearman's rank correlation, :func:`dpolib.lab.stats.spearman` (the one definition the chapters share).
+#: Spearman's rank correlation, :func:`dpolib.stats.spearman` (the one definition the chapters share).
 rank_correlation = spearman
 
 
@@ -386,7 +386,7 @@ def reference_free_in_records(records: Iterable[dict]) -> pd.DataFrame:
 def with_replicates(records: Iterable[dict], seeds: Iterable[int] | None = None, root=None) -> list[dict]:
     """``records`` plus every other-seed record of the same configs that exists (deduplicated by key).
 
-    ``seeds`` defaults to :data:`dpolib.lab.runner.HEADLINE_SEEDS`; ``root`` to the committed results.
+    ``seeds`` defaults to :data:`dpolib.experiments.records.HEADLINE_SEEDS`; ``root`` to the committed results.
     """
     from . import runner
 

@@ -13,7 +13,7 @@ the pretrained base) the first time and reading it from the cache afterwards::
 ``peer`` is a second SFT of the same base with another seed (the same recipe): a
 sibling of the student, like the many fine-tunes of one base model in
 UltraFeedback's pool. It is a source of preference candidates
-(:data:`dpolib.lab.data.MODEL_SOURCES`), never a student or a reference.
+(:data:`dpolib.world.pairs.MODEL_SOURCES`), never a student or a reference.
 
 Each key hashes exactly the config the stage depends on (the profile's world
 fields it reads, the family spec, the size, :data:`CODE_VERSION`), so changing
@@ -44,11 +44,11 @@ from pathlib import Path
 import torch
 
 from ..encoding import encode
-from ..references import default_cache_dir
-from .data import SOURCE_POLICIES
+from .. import paths
 from .families import FAMILIES, FamilySpec, build_model, build_tokenizer
 from .profiles import Profile
 from .task import KINDS, gold_score, repetition_rate, sample_prompts
+from .writers import SOURCE_POLICIES, test_prompts
 
 __all__ = [
     "CODE_VERSION",
@@ -113,7 +113,7 @@ def stage_key(family: str, size: str | None, stage: str, profile: Profile) -> st
 
 
 def _root(cache_dir) -> Path:
-    root = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "lab"
+    root = Path(cache_dir) if cache_dir is not None else paths.world_cache()
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -290,11 +290,11 @@ def model_dir(family: str, size: str, stage: str, profile: Profile, cache_dir=No
     Trains the stage (and its prerequisites) if it is not cached, else returns at once.
 
     Args:
-        family: ``"char"`` or ``"bpe"`` (``dpolib.lab.families.FAMILIES``).
+        family: ``"char"`` or ``"bpe"`` (``dpolib.world.families.FAMILIES``).
         size: ``"small"`` (the student) or ``"large"`` (the stronger reference).
         stage: ``"pretrain"``, ``"sft"`` or ``"peer"`` (a second SFT of the same base, another seed).
         profile: the scale profile (its world fields set corpus size, steps, widths).
-        cache_dir: cache root (default ``default_cache_dir() / "lab"``).
+        cache_dir: cache root (default ``paths.world_cache()``).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -407,10 +407,9 @@ def sft_quality_report(profile: Profile, n_prompts: int = 100, cache_dir=None, s
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .data import test_prompts
     from .task import FILLERS
 
-    prompts = test_prompts(profile)[:n_prompts]
+    prompts = test_prompts(profile.n_test_prompts)[:n_prompts]
     report = {}
     for family in FAMILIES:
         for size in SIZES:

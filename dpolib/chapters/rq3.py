@@ -212,7 +212,7 @@ def gains(recs: dict | list, replicates: Callable | None = None) -> pd.DataFrame
     """The gain of each reference over the self reference: best LC(r) − best LC(self), per student.
 
     Columns: ``student``, ``reference``, ``best``, ``best β``, ``gain vs self``, ``gain vs SFT``,
-    ``seed note`` (whether the difference to self lies within the seed-to-seed spread, :func:`dpolib.lab.rq2.compare`).
+    ``seed note`` (whether the difference to self lies within the seed-to-seed spread, :func:`dpolib.chapters.rq2.compare`).
     """
     rows = []
     for s in students(recs):
@@ -498,7 +498,7 @@ def reference_strength(profile: str, root: Path | None = None) -> pd.DataFrame:
     """How strong each SFT model is on its own: mean gold score of its greedy outputs on test prompts.
 
     Read from the world report ``results/lab/world_report_<profile>.json`` (``sft_quality``, written with
-    its commit and date by :func:`dpolib.lab.data.write_world_report`); empty when there is none.
+    its commit and date by :func:`dpolib.world.report.write_world_report`); empty when there is none.
     """
     from ..provenance import read_json
 

@@ -1,6 +1,6 @@
 """The controlled world, documented: tables and figures of its world reports and of the worlds before it.
 
-:func:`dpolib.lab.data.write_world_report` writes ``results/lab/world_report_<profile>.json``
+:func:`dpolib.world.report.write_world_report` writes ``results/lab/world_report_<profile>.json``
 when a world is built: the models' parameter counts and training times (``stage_seconds``),
 the SFT models' gold on held-out prompts (``sft_quality``), the preference data's lengths,
 annotator agreement, filler rates and source mix (``preference_data``), and the log-prob
@@ -77,7 +77,7 @@ class LoadedReport(NamedTuple):
     """A world report and where it came from.
 
     Attributes:
-        report: the report dict (the JSON of :func:`dpolib.lab.data.write_world_report`).
+        report: the report dict (the JSON of :func:`dpolib.world.report.write_world_report`).
         profile: the profile whose report was read.
         requested: the profile that was asked for.
         note: why another profile's report was read, or ``None``.
@@ -103,7 +103,7 @@ def load_report(profile: str, root: Path | None = None, fallback: str = "cpu") -
     """The world report of ``profile``, or of ``fallback`` (with a note saying so) when it is missing.
 
     Raises:
-        FileNotFoundError: neither report exists (build one with ``python -m dpolib.lab world``).
+        FileNotFoundError: neither report exists (build one with ``python -m dpolib.experiments world``).
     """
     for name in dict.fromkeys((profile, fallback)):
         path = report_path(name, root)
@@ -115,7 +115,7 @@ def load_report(profile: str, root: Path | None = None, fallback: str = "cpu") -
             return LoadedReport(json.loads(path.read_text()), name, profile, note)
     raise FileNotFoundError(
         f"no world report for profile {profile!r} or {fallback!r} under {root or results_root()}; "
-        "build the world and write its report with dpolib.lab.data.write_world_report(get_profile(...))"
+        "build the world and write its report with dpolib.world.report.write_world_report(get_profile(...))"
     )
 
 
@@ -134,14 +134,14 @@ def _ordered_models(section: dict) -> list[str]:
 
 
 def annotator_mean(prompt: task.TaskPrompt, response: str) -> float:
-    """The annotator's expected grade (:func:`dpolib.lab.data.annotate` without its noise)."""
+    """The annotator's expected grade (:func:`dpolib.world.pairs.annotate` without its noise)."""
     return task.gold_score(prompt, response) + data.LENGTH_BIAS * min(len(response) / data.LENGTH_SCALE, 2.0)
 
 
 def example_responses(prompt: task.TaskPrompt, seed: int = 0, openers=None) -> pd.DataFrame:
     """One response from each programmatic writer to ``prompt``, with its gold and expected annotator grade.
 
-    Pure code: the writers of :data:`dpolib.lab.data.SOURCE_POLICIES`, each with its own
+    Pure code: the writers of :data:`dpolib.world.writers.SOURCE_POLICIES`, each with its own
     deterministic random stream, and the gold scorer. Columns: ``source``, ``response``,
     ``chars``, ``gold``, ``annotator (mean)``.
     """

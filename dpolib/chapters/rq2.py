@@ -9,14 +9,14 @@ The paper compares three rewards under one Bradley-Terry loss, each at its best 
 * the **likelihood** objective (Eq. 15), ``-log σ(β[log p_θ(x|y_w) - log p_θ(x|y_l)])``: by Bayes
   (Eqs. 13-14) DPO with the unconditional prior p_LM(y) of the SFT model as reference.
 
-The records come from :func:`dpolib.lab.runner.run_grid` ``("rq2", profile)``: one student (the
+The records come from :func:`dpolib.experiments.runner.run_grid` ``("rq2", profile)``: one student (the
 first family), its SFT row, a DPO sweep and a sweep of each alternative objective. Everything here
 is a pure function of records (dicts), so the tests build synthetic records and the chapter
 (``notebooks/rq2_reference.md``) renders the committed ones. Student names are read from the
 records; :func:`display` maps them to labels and falls back to the raw name.
 
 The best β of an objective is the β of its highest ``lc_win_rate`` among runs that did **not**
-degenerate (:func:`dpolib.lab.runner.best_record`), as the paper excludes "[degenerate]" runs.
+degenerate (:func:`dpolib.experiments.records.best_record`), as the paper excludes "[degenerate]" runs.
 """
 
 from __future__ import annotations
@@ -127,13 +127,13 @@ def sft_record(recs: Iterable[dict], student: str | None = None, seed: int = 0) 
 def seed_stats(record: dict | None, metric: str = "lc_win_rate", replicates: Callable | None = None) -> dict:
     """Mean, sample sd and number of seeds of ``metric`` for the arm of ``record``.
 
-    The arm's replicates come from :func:`dpolib.lab.runner.replicates` (the headline seeds that
+    The arm's replicates come from :func:`dpolib.experiments.records.replicates` (the headline seeds that
     exist; the record's own value when there are none). ``sd`` is ``nan`` with one seed.
 
     Args:
         record: a record of the arm (any seed), or ``None`` (gives ``n = 0``).
         metric: a key of ``record["metrics"]``.
-        replicates: ``config -> records``; default :func:`dpolib.lab.runner.replicates` (tests pass a stub).
+        replicates: ``config -> records``; default :func:`dpolib.experiments.records.replicates` (tests pass a stub).
     """
     if record is None:
         return {"mean": math.nan, "sd": math.nan, "n": 0, "values": []}
@@ -150,7 +150,7 @@ def seed_stats(record: dict | None, metric: str = "lc_win_rate", replicates: Cal
 def compare(a: dict, b: dict) -> dict:
     """Compare two arms' :func:`seed_stats`: ``diff = mean_a - mean_b`` and whether it is resolved.
 
-    ``within_spread`` is :func:`dpolib.lab.stats.within_spread`: True when the ±1 sd seed bars
+    ``within_spread`` is :func:`dpolib.stats.within_spread`: True when the ±1 sd seed bars
     overlap, False when they do not, ``None`` when the seeds cannot decide it.
     """
     diff = a["mean"] - b["mean"]
@@ -257,7 +257,7 @@ def eos_table(recs: list[dict], seed: int = 0) -> pd.DataFrame:
 
     For every run the policy scores the validation pairs; ``value`` is the mean log p_θ(EOS) over
     all responses and ``difference`` the mean of log p_θ(EOS | y_w) - log p_θ(EOS | y_l) over pairs
-    (:func:`dpolib.lab.evaluate.eos_statistics`). As in the paper, each objective's bar averages its
+    (:func:`dpolib.evaluation.eos_statistics`). As in the paper, each objective's bar averages its
     runs over the β values tried (non-degenerate runs); the ``... at best β`` columns give the
     best-β run alone, and the SFT row is the start point.
     """

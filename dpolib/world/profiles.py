@@ -1,8 +1,8 @@
-"""Named scale profiles: every size the lab uses, in one frozen object.
+"""The CPU world's sizes: every size of a profile (models, data, DPO recipe, evaluation) in one frozen object.
 
-``smoke`` runs the whole pipeline in minutes (CI), ``cpu`` is the book's
-default (the full grids in under 30 minutes on 2 cores), ``gpu`` is the
-single-GPU profile (real Hugging Face models; filled by the GPU chapter).
+``smoke`` runs the whole pipeline in minutes (CI), ``cpu`` is the book's default,
+``cpu-low-lr`` a learning-rate sensitivity check. The ``gpu`` profile is not a size of
+this world: it is :class:`dpolib.hub.profile.HubProfile`.
 """
 
 from __future__ import annotations
@@ -79,7 +79,6 @@ PROFILES = {
         max_new_tokens=48,
     ),
     "cpu": Profile(name="cpu", seeds=(0, 1, 2)),
-    "gpu": Profile(name="gpu"),  # placeholder: the gpu profile's runs and keys are dpolib.hub's
     # A sensitivity check, not the book's numbers: the cpu world with a DPO learning rate 4x lower than the one fixed
     # in advance (the paper's SFT-to-DPO ratio). Same models and data; only RQ1's grid is run at it.
     "cpu-low-lr": Profile(name="cpu-low-lr", seeds=(0,), dpo_learning_rate=1e-3 / 40 / 4),
@@ -87,7 +86,8 @@ PROFILES = {
 
 
 def get_profile(name: str, **overrides) -> Profile:
-    """The profile called ``name`` (``smoke``, ``cpu``, ``gpu``), optionally with fields overridden."""
+    """The world profile called ``name`` (``smoke``, ``cpu``, ``cpu-low-lr``), optionally with fields overridden."""
     if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+        hint = " (the gpu profile is dpolib.hub.profile.GPU_PROFILE)" if name == "gpu" else ""
+        raise ValueError(f"unknown world profile {name!r}; choose one of {sorted(PROFILES)}{hint}")
     return replace(PROFILES[name], **overrides) if overrides else PROFILES[name]

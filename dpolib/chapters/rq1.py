@@ -14,7 +14,7 @@ reports:
 * Figure 2: the most down-weighted tokens (most negative average Eq. 8) among tokens
   seen at least 100 times; EOS comes first, more so at small β.
 
-This module builds our analogues from the runner's records (:mod:`dpolib.lab.runner`,
+This module builds our analogues from the runner's records (:mod:`dpolib.experiments.runner`,
 grid ``"rq1"``) and tests the paper's RQ1 claims (digest §1, best practice 1 of §6)
 as a :mod:`dpolib.scorecard`. Nothing here knows the students' names: they are read
 from the records (:data:`STUDENT_LABELS` only renames them for display).
@@ -153,7 +153,7 @@ def sweep_frame(records: list[dict], metric: str | Callable[[dict], float] = "lc
 
 
 def best_beta(records: list[dict], student: str, metric: str = "lc_win_rate") -> float | None:
-    """argmax_β of ``metric`` over the student's DPO runs, degenerate runs excluded (as :func:`dpolib.lab.runner.best_record`)."""
+    """argmax_β of ``metric`` over the student's DPO runs, degenerate runs excluded (as :func:`dpolib.experiments.records.best_record`)."""
     pool = {b: _metric(r, metric) for b, r in sweep_records(records, student).items()
             if b != SFT and not r["metrics"]["degenerate"]}
     pool = {b: v for b, v in pool.items() if not math.isnan(v)}
@@ -410,7 +410,7 @@ def headline(records: list[dict], replicates: Callable[[dict], list[dict]] | Non
 
     The best β is chosen on the sweep's seed (0): the other seeds are an independent check of it.
     ``replicates(record)`` returns the records of the record's config at every headline seed that
-    exists (default :func:`dpolib.lab.runner.replicates`; the record itself if none is found).
+    exists (default :func:`dpolib.experiments.records.replicates`; the record itself if none is found).
 
     Returns:
         A frame with one row per student and arm and the columns ``student``, ``arm`` (``"SFT"``,
@@ -436,7 +436,7 @@ def headline(records: list[dict], replicates: Callable[[dict], list[dict]] | Non
 def compare(head: pd.DataFrame, student: str, a: str = "best β", b: str = "SFT") -> dict:
     """Is arm ``a`` better than arm ``b`` beyond the seed-to-seed spread?
 
-    The rule is :func:`dpolib.lab.stats.within_spread` (the mean ± 1 sd intervals of the two
+    The rule is :func:`dpolib.stats.within_spread` (the mean ± 1 sd intervals of the two
     arms overlap); ``within`` is ``None`` when the seeds cannot decide it.
 
     Returns:
@@ -1044,7 +1044,7 @@ def plot_tabular(curve: pd.DataFrame):
 def records_by_config(configs, folder: Path) -> list[dict]:
     """Records in ``folder`` whose ``config`` equals one of ``configs``, matched by config, not by key.
 
-    :func:`dpolib.lab.runner.run_grid` finds records by key, which changes with the profile and the
+    :func:`dpolib.experiments.runner.run_grid` finds records by key, which changes with the profile and the
     pipeline version; this reads records of an earlier version too (for inspection and tests).
     """
     from dataclasses import asdict

@@ -1,0 +1,329 @@
+"""Result records: the typed view every chapter reads, and the one place records are written, found and selected.
+
+A record is the JSON file ``results/lab/<profile>/<key>.json`` that one run writes
+(:func:`dpolib.experiments.runner.run`). :class:`Record` is its typed view:
+``record.config`` is the :class:`~dpolib.experiments.config.RunConfig`,
+``record.metrics`` the :class:`Metrics`, ``record.beta`` the β with ``inf`` for the
+SFT row. Chapters read records through this module and never by string keys.
+
+Selection rules live here once: :func:`best_record` (the best β of an arm) and
+:func:`headline_arms` (the arms rerun at more seeds).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from .. import paths
+from ..provenance import read_json, write_json
+from .config import GRIDS, RunConfig, sweep_grid
+
+__all__ = [
+    "Metrics",
+    "Record",
+    "RecordError",
+    "grid",
+    "record_path",
+    "read_record",
+    "write_record",
+    "load_records",
+    "load_grid",
+    "replicates",
+    "select",
+    "best_record",
+    "HEADLINE_SEEDS",
+    "headline_arms",
+]
+
+#: Seeds of the headline comparisons (the ``seeds`` grid reruns the headline arms at the ones after 0).
+HEADLINE_SEEDS = (0, 1, 2)
+
+
+class RecordError(ValueError):
+    """A record file that cannot be read as a record (bad JSON or a field missing): names the file and the fault."""
+
+    def __init__(self, path, reason: str):
+        self.path, self.reason = path, reason
+        super().__init__(f"{path}: {reason}")
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """What one run measured (:func:`dpolib.experiments.metrics.evaluate_policy` writes every field).
+
+    Attributes:
+        gold_score: mean gold score of the greedy test outputs (the gpu world: the judge's reward).
+        baseline_gold_score: the same for the fixed baseline outputs.
+        win_rate, lc_win_rate: the judge's win rate and length-controlled win rate against the baseline (%).
+        lc_fit: the fitted coefficients of the length-controlled GLM.
+        mean_length_chars, mean_length_tokens: mean length of the test outputs.
+        finished_rate: fraction of test outputs that emitted EOS.
+        degenerate_rate, degenerate: fraction of degenerate outputs, and whether it exceeds the threshold
+            (the paper's "[degenerate]" marker).
+        reward_accuracy, policy_accuracy: Table 2's ranking accuracies on the validation pairs
+            (r_θ = β-free log-ratio margin > 0; p_θ: log p_θ(y_w|x) > log p_θ(y_l|x)).
+        eos, eos_token: Figure 3's EOS statistics and the EOS token's text.
+        token_logp_diff: Eq. (8) per-token mean log-prob change against the SFT student, by token text.
+        token_logp_hist: the occurrence-weighted histogram of per-token means (Figure 1).
+        seq_logratio: summaries of sequence-level and token-level log-ratios against the SFT student.
+        pair_length_tokens: mean token length of chosen and rejected validation responses.
+        samples: the first test prompts with their generated responses.
+        generation: the generation settings; judge: the judge's description.
+    """
+
+    gold_score: float
+    baseline_gold_score: float
+    win_rate: float
+    lc_win_rate: float
+    lc_fit: dict
+    mean_length_chars: float
+    mean_length_tokens: float
+    finished_rate: float
+    degenerate_rate: float
+    degenerate: bool
+    reward_accuracy: float
+    policy_accuracy: float
+    eos: dict
+    eos_token: str
+    token_logp_diff: dict
+    token_logp_hist: dict
+    seq_logratio: dict
+    pair_length_tokens: dict
+    samples: list
+    generation: dict
+    judge: dict
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Metrics":
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise KeyError(f"metrics lack {', '.join(missing)}")
+        return cls(**{n: data[n] for n in names})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One run's record (typed view of the JSON file).
+
+    Attributes:
+        config: what ran. metrics: what it measured. curves: TRL's logged training curve (one dict per log step).
+        provenance: commit, machine, library versions, wall times. key: the record key. label: a readable name.
+        settings: the profile's settings that keyed it. reference_name: the reference's own name.
+        path: the file it was read from (``None`` when built in memory).
+    """
+
+    config: RunConfig
+    metrics: Metrics
+    curves: tuple = ()
+    provenance: dict = field(default_factory=dict)
+    key: str = ""
+    label: str = ""
+    settings: dict = field(default_factory=dict)
+    reference_name: str = ""
+    path: Path | None = None
+
+    # the config, one hop away
+    @property
+    def student(self) -> str:
+        return self.config.student
+
+    @property
+    def objective(self) -> str:
+        return self.config.objective
+
+    @property
+    def reference(self) -> str:
+        return self.config.reference
+
+    @property
+    def seed(self) -> int:
+        return self.config.seed
+
+    @property
+    def profile(self) -> str:
+        return self.config.profile
+
+    @property
+    def beta(self) -> float:
+        """β, with ``inf`` for the SFT row."""
+        return self.config.beta_value
+
+    @property
+    def is_sft(self) -> bool:
+        return self.config.objective == "sft"
+
+    @property
+    def lc(self) -> float:
+        """The LC win rate (%)."""
+        return self.metrics.lc_win_rate
+
+    @property
+    def gold(self) -> float:
+        return self.metrics.gold_score
+
+    @property
+    def degenerate(self) -> bool:
+        return bool(self.metrics.degenerate)
+
+    @property
+    def wall_time_s(self) -> float:
+        return float(self.provenance.get("wall_time_s", {}).get("total", math.nan))
+
+    def matches(self, **match) -> bool:
+        """True when every ``name=value`` equals this record's config field (``beta`` compares :attr:`beta`)."""
+        for name, value in match.items():
+            mine = self.beta if name == "beta" else getattr(self.config, name)
+            if mine != value:
+                return False
+        return True
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], path: Path | None = None) -> "Record":
+        """Validate and wrap a record dict; raises :class:`RecordError` naming ``path`` and the fault."""
+        try:
+            config = RunConfig(**data["config"])
+            metrics = Metrics.from_dict(data["metrics"])
+            return cls(config, metrics, tuple(data.get("curves", ())), dict(data.get("provenance", {})),
+                       data.get("key", ""), data.get("label", config.label()), dict(data.get("profile", {})),
+                       data.get("reference_name", ""), path)
+        except (KeyError, TypeError, ValueError) as err:
+            raise RecordError(path or "<record>", f"not a valid record ({type(err).__name__}: {err})") from err
+
+    def to_dict(self) -> dict:
+        """The JSON layout (the same keys the files have always had)."""
+        return {
+            "config": self.config.to_dict(),
+            "key": self.key,
+            "label": self.label,
+            "profile": self.settings,
+            "reference_name": self.reference_name,
+            "metrics": self.metrics.to_dict(),
+            "curves": list(self.curves),
+            "provenance": self.provenance,
+        }
+
+    def with_config(self, **changes) -> "Record":
+        """A copy with config fields changed (tests build synthetic evidence this way)."""
+        return replace(self, config=replace(self.config, **changes))
+
+
+# --------------------------------------------------------------------------- grids
+
+
+def grid(name: str, profile: str, seeds: Iterable[int] = (0,), root: Path | None = None) -> list[RunConfig]:
+    """The runs of any named grid: a β sweep (:func:`~dpolib.experiments.config.sweep_grid`), or ``seeds``,
+    the :func:`headline_arms` rerun at ``seeds`` (which reads the seed-0 sweeps' records under ``root``)."""
+    if name == "seeds":
+        arms = headline_arms(profile, root)
+        return [replace(c, seed=seed) for seed in seeds for c in arms]
+    if name not in GRIDS:
+        raise ValueError(f"unknown grid {name!r}; choose one of {', '.join(GRIDS)}")
+    return sweep_grid(name, profile, seeds)
+
+
+# --------------------------------------------------------------------------- files
+
+
+def record_path(config: RunConfig, root: Path | None = None, settings=None, suffix: str = "") -> Path:
+    """``<root>/<profile>/<key><suffix>.json`` (root: :func:`dpolib.paths.results_root`)."""
+    return Path(root or paths.results_root()) / config.profile / f"{config.key(settings)}{suffix}.json"
+
+
+def read_record(path: Path) -> Record:
+    """Read and validate one record file; raises :class:`RecordError` naming the file when it is damaged."""
+    path = Path(path)
+    try:
+        data = read_json(path)
+    except ValueError as err:  # JSONDecodeError is a ValueError
+        raise RecordError(path, f"not valid JSON ({err})") from err
+    return Record.from_dict(data, path)
+
+
+def write_record(record: Record, path: Path) -> Path:
+    write_json(Path(path), record.to_dict())
+    return Path(path)
+
+
+def load_records(configs: Iterable[RunConfig], root: Path | None = None, missing: str = "skip",
+                 settings=None, suffix: str = "") -> list[Record]:
+    """The records of ``configs`` that exist, in order (``missing="raise"`` insists on all).
+
+    ``settings`` keys the records when they were made under other profile settings than the
+    named profile's (tests that run the gpu path on local models); ``suffix`` selects records of
+    another judge (``"-alpaca_eval"``)."""
+    out = []
+    for config in configs:
+        path = record_path(config, root, settings, suffix)
+        if path.exists():
+            out.append(read_record(path))
+        elif missing == "raise":
+            raise FileNotFoundError(
+                f"no record for {config.label()} at {path}; run it with "
+                f"python -m dpolib.experiments run --grid <grid> --profile {config.profile}"
+            )
+    return out
+
+
+def load_grid(name: str, profile: str, seeds: Iterable[int] = (0,), root: Path | None = None,
+              complete: bool = False) -> list[Record]:
+    """The committed records of a grid, never training (``complete=True``: ``[]`` unless every run has one)."""
+    configs = grid(name, profile, seeds, root)
+    records = load_records(configs, root)
+    return [] if complete and len(records) < len(configs) else records
+
+
+def replicates(config: RunConfig, seeds: Iterable[int] = HEADLINE_SEEDS, root: Path | None = None) -> list[Record]:
+    """The records of ``config`` at each of ``seeds`` that exist (one arm across seeds)."""
+    return load_records([replace(config, seed=s) for s in seeds], root=root)
+
+
+def select(records: Iterable[Record], **match) -> list[Record]:
+    """The records whose config matches every ``name=value`` (see :meth:`Record.matches`)."""
+    return [r for r in records if r.matches(**match)]
+
+
+def best_record(records: Iterable[Record], metric: str = "lc_win_rate", **match) -> Record | None:
+    """The best β of an arm: the matching record with the highest ``metric``, degenerate runs excluded.
+
+    The one best-β rule of the book (the paper picks the best β by AlpacaEval 2 LC and
+    marks degenerate models, Table 1). ``None`` when every matching run degenerated.
+    """
+    pool = [r for r in select(records, **match) if not r.degenerate]
+    return max(pool, key=lambda r: getattr(r.metrics, metric), default=None)
+
+
+def headline_arms(profile: str, root: Path | None = None) -> list[RunConfig]:
+    """The seed-0 configurations of the headline comparisons, chosen from the seed-0 grids.
+
+    Per student: the SFT model, DPO at β = 0.1 and at its best β (RQ1); DPO with a self, a
+    compatible and an incompatible reference, each at its best β (RQ3); for the main
+    student, the probability and likelihood objectives at their best β (RQ2) and Appendix
+    E's best run. "Best" is :func:`best_record` on seed 0 (an arm whose runs all degenerate
+    is left out). Raises ``FileNotFoundError`` if a seed-0 grid is missing.
+    """
+    arms: list[RunConfig] = []
+
+    def best(records, **match):
+        rec = best_record(records, **match)
+        return [] if rec is None else [rec.config]
+
+    rq1 = load_records(grid("rq1", profile), root, missing="raise")
+    rq3 = load_records(grid("rq3", profile), root, missing="raise")
+    for student in dict.fromkeys(r.student for r in rq1):
+        arms.append(RunConfig(profile, student, "sft", "none", None))
+        arms.append(RunConfig(profile, student, "dpo", "self", 0.1))
+        arms += best(rq1, student=student, objective="dpo")
+        for ref in ("self", "compatible", "incompatible"):
+            arms += best(rq3, student=student, reference=ref)
+    rq2 = load_records(grid("rq2", profile), root, missing="raise")
+    for objective in ("probability", "likelihood"):
+        arms += best(rq2, objective=objective)
+    arms += best(load_records(grid("appendix-e", profile), root, missing="raise"))
+    return list(dict.fromkeys(arms))

@@ -1,0 +1,207 @@
+"""The one runner: a :class:`~dpolib.experiments.config.RunConfig` in, a :class:`~dpolib.experiments.records.Record` out.
+
+One run is the paper's pipeline (§3), the same at every profile; a backend
+(:mod:`.cpu` for the CPU world, :mod:`.gpu` for real models) supplies only what differs:
+
+1. the world: the SFT student, the preference pairs, the test prompts;
+2. the reference's log-probs precomputed into ``ref_chosen_logps`` / ``ref_rejected_logps``
+   (:func:`dpolib.references.precompute`, cached by the reference's fingerprint);
+3. DPO through TRL (:class:`dpolib.trl_bridge.PrecomputedRefDPOTrainer`);
+4. evaluation: greedy generation on the test prompts, the backend's judge, and every
+   metric of :mod:`.metrics`.
+
+A record that exists is read back, not recomputed: the book renders from committed
+records and a grid reruns only what is missing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from .. import evaluation as E
+from ..provenance import provenance
+from ..references import precompute
+from .backend import Backend
+from .config import PROFILES, RunConfig
+from .metrics import evaluate_policy, pair_metrics, score_pairs
+from .records import Record, best_record, grid, load_records, read_record, record_path, write_record
+
+__all__ = ["backend_for", "run", "run_grid", "save_policy", "KEEP_POLICY_GRIDS"]
+
+#: Grids whose trained policies are kept: Appendix E's reference is the best RQ1 policy (at each seed).
+KEEP_POLICY_GRIDS = ("rq1", "seeds")
+
+
+def backend_for(profile: str) -> Backend:
+    """The backend of a profile: :class:`.gpu.GpuBackend` at ``gpu``, :class:`.cpu.CpuBackend` otherwise."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    if profile == "gpu":
+        from .gpu import GpuBackend
+
+        return GpuBackend()
+    from .cpu import CpuBackend
+
+    return CpuBackend(profile)
+
+
+def save_policy(policy, tokenizer, out: Path) -> None:
+    """Save a trained policy and its tokenizer where a later run loads it as a reference (Appendix E)."""
+    policy.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def _best_rq1_reference(config: RunConfig, backend: Backend, world, root: Path | None):
+    """Appendix E's reference: the student's best RQ1 policy (β chosen on seed 0, trained at this run's seed)."""
+    rq1 = load_records(grid("rq1", config.profile, seeds=(0,)), root, settings=backend.settings)
+    dpo = [r for r in rq1 if r.student == config.student and r.objective == "dpo"]
+    best = best_record(dpo) or max(dpo, key=lambda r: r.lc, default=None)  # all degenerate (smoke): best anyway
+    if best is None:
+        raise RuntimeError(f"Appendix E needs the RQ1 grid first: python -m dpolib.experiments run --grid rq1 "
+                           f"--profile {config.profile}")
+    best_config = replace(best.config, seed=config.seed)
+    path = backend.policy_dir(best_config)
+    if not path.exists():
+        run(best_config, root=root, keep_policy=True, force=True, backend=backend)
+    return backend.scorer(*backend.load(path, world, scoring=True), world, f"{config.student}-dpo-beta={best_config.beta:g}")
+
+
+def _train(policy, tokenizer, train, config: RunConfig, backend: Backend, world):
+    from transformers.trainer_callback import PrinterCallback
+
+    from .. import paths
+    from ..trl_bridge import PrecomputedRefDPOTrainer, make_dpo_config
+
+    torch.manual_seed(config.seed)
+    out = paths.trainer_scratch() / config.profile / config.key(backend.settings)
+    args = make_dpo_config(str(out), beta=config.beta, seed=config.seed, **backend.dpo_args(config, world))
+    trainer = PrecomputedRefDPOTrainer(policy, args=args, train_dataset=train, processing_class=tokenizer,
+                                       loss=config.loss, **backend.trainer_kwargs())
+    trainer.remove_callback(PrinterCallback)  # the record keeps the curves; no log dicts on stdout
+    trainer.train()
+    curves = [h for h in trainer.state.log_history if "loss" in h]
+    return backend.after_training(trainer.model), curves
+
+
+def _evaluate(policy, tokenizer, config: RunConfig, backend: Backend, world, val):
+    settings = E.GenerationSettings(max_new_tokens=backend.max_new_tokens(),
+                                    batch_size=backend.generation_batch_size(), seed=config.seed)
+    generations = E.generate(policy, tokenizer, world.test_messages, settings)
+    judged = backend.judge(config, world, generations)
+    prompts, chosen, rejected = list(val["prompt"]), list(val["chosen"]), list(val["rejected"])
+    policy_pairs = score_pairs(backend.scorer(policy, tokenizer, world), prompts, chosen, rejected)
+    if config.student not in world.student_pairs:
+        student, student_tok = backend.load(backend.student_dir(config, world), world, scoring=True)
+        world.student_pairs[config.student] = score_pairs(backend.scorer(student, student_tok, world),
+                                                          prompts, chosen, rejected)
+        del student
+        backend.free()
+    pairs = pair_metrics(policy_pairs, world.student_pairs[config.student], val, tokenizer)
+    return evaluate_policy(generations, world.test_texts, judged, pairs, settings)
+
+
+def run(config: RunConfig, *, root: Path | None = None, force: bool = False, keep_policy: bool = False,
+        backend: Backend | None = None) -> Record:
+    """Run one configuration (or read its record back); return the record.
+
+    Args:
+        config: what to run.
+        root: where records live (default :func:`dpolib.paths.results_root`).
+        force: recompute even when a record exists.
+        keep_policy: save the trained policy (Appendix E uses RQ1's best).
+        backend: the profile's backend (default :func:`backend_for`; tests pass one with local models).
+    """
+    backend = backend or backend_for(config.profile)
+    path = record_path(config, root, backend.settings, backend.record_suffix)
+    if path.exists() and not force:
+        return read_record(path)
+    with backend.session():
+        times: dict[str, float] = {}
+        t0 = time.perf_counter()
+        world = backend.world()
+        times["world"] = time.perf_counter() - t0
+
+        t = time.perf_counter()
+        if config.reference == "rq1-best":
+            reference = _best_rq1_reference(config, backend, world, root)
+        else:
+            reference = backend.reference(config, world)
+        train = precompute(world.train, reference, cache_dir=world.cache)
+        val = precompute(world.val, reference, cache_dir=world.cache)
+        reference_name = reference.name
+        del reference
+        backend.free()
+        times["precompute"] = time.perf_counter() - t
+
+        policy, tokenizer = backend.load(backend.student_dir(config, world), world)
+        curves: list[dict] = []
+        if config.objective != "sft":
+            t = time.perf_counter()
+            policy, curves = _train(policy, tokenizer, train, config, backend, world)
+            times["train"] = time.perf_counter() - t
+            if keep_policy:
+                save_policy(policy, tokenizer, backend.policy_dir(config))
+        t = time.perf_counter()
+        policy.eval()
+        metrics = _evaluate(policy, tokenizer, config, backend, world, val)
+        times["evaluate"] = time.perf_counter() - t
+        times["total"] = time.perf_counter() - t0
+        record = Record(
+            config=config, metrics=metrics, curves=tuple(curves),
+            provenance=provenance(wall_time_s=times, seed=config.seed, **backend.provenance_extra()),
+            key=config.key(backend.settings), label=config.label(), settings=backend.settings.to_dict(),
+            reference_name=reference_name, path=path,
+        )
+        del policy
+        backend.free()
+        write_record(record, path)
+        return record
+
+
+def _check_workers(workers: int) -> int:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    return workers
+
+
+def run_grid(name: str, profile: str, *, seeds: Iterable[int] = (0,), root: Path | None = None, force: bool = False,
+             workers: int = 1, progress: bool = True, backend: Backend | None = None) -> list[Record]:
+    """Run (or read back) every configuration of a grid; return the records in grid order.
+
+    ``workers > 1`` runs configurations of the cpu world in that many processes (one torch
+    thread each); records are independent files, so the result is the same as a serial run.
+    The gpu profile runs serially (one device).
+    """
+    from tqdm.auto import tqdm
+
+    _check_workers(workers)
+    backend = backend or backend_for(profile)
+    configs = grid(name, profile, seeds, root)
+    keep = name in KEEP_POLICY_GRIDS
+    todo = [c for c in configs if force or not record_path(c, root, backend.settings, backend.record_suffix).exists()]
+    bar = tqdm(total=len(todo), desc=f"grid {name} ({profile})", disable=not progress or not todo)
+    if workers > 1 and len(todo) > 1 and profile != "gpu":
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        from .cpu import build_world
+
+        build_world(profile)  # train the world's models once, before the workers load them
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = {pool.submit(run, c, root=root, force=force, keep_policy=keep): c for c in todo}
+            for future in as_completed(futures):
+                future.result()
+                bar.set_postfix_str(futures[future].label())
+                bar.update()
+    else:
+        for config in todo:
+            bar.set_postfix_str(config.label())
+            run(config, root=root, force=force, keep_policy=keep, backend=backend)
+            bar.update()
+    bar.close()
+    return [run(c, root=root, backend=backend) for c in configs]
