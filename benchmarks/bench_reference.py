@@ -698,7 +698,9 @@ def main(argv=None) -> int:
         if args.out and len(names) > 1:
             out = Path(args.out).with_name(f"{Path(args.out).stem}_{name}{Path(args.out).suffix}")
         else:
-            out = Path(args.out) if args.out else ROOT / "results" / "benchmarks" / f"reference_{label}.json"
+            from dpolib import paths
+
+            out = Path(args.out) if args.out else paths.benchmarks_root() / f"reference_{label}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "benchmark": "benchmarks/bench_reference.py",

@@ -1,4 +1,4 @@
-"""dpolib.lab.evaluate: generation, judge, (length-controlled) win rate, ranking accuracy, Eq. 8 statistics."""
+"""dpolib.evaluation: generation, judge, (length-controlled) win rate, ranking accuracy, Eq. 8 statistics."""
 
 import math
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import tiny
-from dpolib.lab import evaluate as E
+from dpolib import evaluation as E
 
 
 @pytest.fixture(scope="module")

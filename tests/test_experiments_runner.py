@@ -1,38 +1,44 @@
-"""dpolib.lab.runner: config validation and hashing, grids, the smoke pipeline end to end, determinism."""
+"""dpolib.experiments: config validation and hashing, grids, typed records, the smoke pipeline end to end, determinism."""
 
+import json
 import math
 
 import pytest
 
-from dpolib.lab import runner as R
-from dpolib.lab.profiles import get_profile
+from dpolib.experiments import config as C
+from dpolib.experiments import cpu as CPU
+from dpolib.experiments import records as R
+from dpolib.experiments import runner
+from dpolib.experiments.__main__ import main as cli
+from dpolib.world.profiles import get_profile
 
 
 def test_config_validation_messages():
     with pytest.raises(ValueError, match="objective must be one of"):
-        R.RunConfig("smoke", "char", objective="ppo")
+        C.RunConfig("smoke", "char", objective="ppo")
     with pytest.raises(ValueError, match="implies reference 'uniform'"):
-        R.RunConfig("smoke", "char", objective="probability", reference="self")
+        C.RunConfig("smoke", "char", objective="probability", reference="self")
     with pytest.raises(ValueError, match="needs a model reference"):
-        R.RunConfig("smoke", "char", objective="dpo", reference="uniform")
+        C.RunConfig("smoke", "char", objective="dpo", reference="uniform")
     with pytest.raises(ValueError, match="beta must be a finite number > 0"):
-        R.RunConfig("smoke", "char", beta=0.0)
+        C.RunConfig("smoke", "char", beta=0.0)
     with pytest.raises(ValueError, match="no beta"):
-        R.RunConfig("smoke", "char", objective="sft", reference="none", beta=0.1)
+        C.RunConfig("smoke", "char", objective="sft", reference="none", beta=0.1)
     with pytest.raises(ValueError, match="unknown profile"):
-        R.RunConfig("laptop", "char").key()
+        C.RunConfig("laptop", "char").key()
 
 
 def test_key_is_stable_and_sensitive():
-    a = R.RunConfig("smoke", "char", beta=0.1)
-    assert a.key() == R.RunConfig("smoke", "char", beta=0.1).key()
-    assert a.key() != R.RunConfig("smoke", "char", beta=0.05).key()
-    assert a.key() != R.RunConfig("smoke", "char", beta=0.1, seed=1).key()
+    a = C.RunConfig("smoke", "char", beta=0.1)
+    assert a.key() == C.RunConfig("smoke", "char", beta=0.1).key()
+    assert a.key() != C.RunConfig("smoke", "char", beta=0.05).key()
+    assert a.key() != C.RunConfig("smoke", "char", beta=0.1, seed=1).key()
     assert a.key() != a.key(get_profile("smoke", dpo_epochs=1.0))  # a profile change invalidates records
 
 
 def test_grids_follow_the_paper():
     rq1 = R.grid("rq1", "cpu")
+    assert rq1 == C.sweep_grid("rq1", "cpu")
     assert sorted({c.beta for c in rq1 if c.objective == "dpo"}) == [0.001, 0.005, 0.01, 0.02, 0.05, 0.1]
     assert {c.student for c in rq1} == {"char", "bpe"} and sum(c.objective == "sft" for c in rq1) == 2
     rq2 = R.grid("rq2", "cpu")
@@ -44,61 +50,122 @@ def test_grids_follow_the_paper():
     assert len(R.grid("rq1", "cpu", seeds=(0, 1, 2))) == 3 * len(rq1)
     with pytest.raises(ValueError, match="unknown grid"):
         R.grid("rq4", "cpu")
+    with pytest.raises(ValueError, match="unknown profile"):
+        R.grid("rq1", "laptop")
+
+
+def test_one_beta_table_serves_every_profile():
+    """The gpu grids sweep the same β values as the cpu world's, arm by arm (one table: config.BETAS)."""
+    for name in C.SWEEP_GRIDS:
+        cpu = {(c.objective, c.reference, c.beta) for c in C.sweep_grid(name, "cpu")}
+        gpu = {(c.objective, c.reference, c.beta) for c in C.sweep_grid(name, "gpu")}
+        assert cpu == gpu, name
+    assert C.students("gpu") == (C.profile_settings("gpu").student,)
+
+
+def test_sft_row_beta_is_infinite():
+    assert C.RunConfig("cpu", "char", "sft", "none", None).beta_value == math.inf
+    assert C.RunConfig("cpu", "char", beta=0.05).beta_value == 0.05
+
+
+def test_record_round_trip_and_validation(tmp_path):
+    committed = R.load_grid("rq1", "cpu")[0]
+    assert isinstance(committed.metrics, R.Metrics) and committed.beta == math.inf
+    again = R.Record.from_dict(json.loads(json.dumps(committed.to_dict())))
+    assert again.config == committed.config and again.metrics == committed.metrics
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"config": {"profile": "cpu", "student": "char"}, "metrics": {"lc_win_rate": 1.0}}')
+    with pytest.raises(R.RecordError, match=r"bad\.json: not a valid record .*metrics lack"):
+        R.read_record(bad)
+    bad.write_text("{not json")
+    with pytest.raises(R.RecordError, match=r"bad\.json: not valid JSON"):
+        R.read_record(bad)
+
+
+def test_best_record_is_one_rule():
+    from record_factory import make_record
+
+    recs = [make_record(beta=0.1, lc_win_rate=10.0), make_record(beta=0.01, lc_win_rate=30.0, degenerate=True),
+            make_record(beta=0.05, lc_win_rate=20.0), make_record(student="bpe", beta=0.1, lc_win_rate=50.0)]
+    assert R.best_record(recs, student="char").beta == 0.05  # degenerate runs never win
+    assert R.best_record(recs, student="char", metric="gold_score") is not None
+    assert R.best_record([recs[1]]) is None
+
+
+def test_cli_rejects_bad_input(capsys):
+    for argv, message in ((["run", "--grid", "rq4"], "invalid choice: 'rq4'"),
+                          (["run", "--grid", "rq1", "--profile", "laptop"], "invalid choice: 'laptop'"),
+                          (["run", "--grid", "rq1", "--workers", "0"], "integer >= 1, got 0"),
+                          (["run", "--grid", "rq1", "--workers", "two"], "integer >= 1, got 'two'")):
+        with pytest.raises(SystemExit):
+            cli(argv)
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="gpu only"):
+        cli(["run", "--grid", "rq1", "--profile", "smoke", "--lora"])
+    with pytest.raises(ValueError, match="workers must be an integer >= 1"):
+        runner.run_grid("rq1", "smoke", workers=0)
+
+
+def test_cli_show_reads_committed_records(capsys):
+    assert cli(["show", "--grid", "rq1", "--profile", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "== rq1 (cpu): 14 records" in out and "char" in out
 
 
 @pytest.fixture(scope="module")
 def smoke_env(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("DPOLIB_CACHE", str(tmp_path_factory.mktemp("cache")))
-    R._WORLDS.clear()
+    CPU._WORLDS.clear()
     yield tmp_path_factory.mktemp("results")
-    R._WORLDS.clear()
+    CPU._WORLDS.clear()
     mp.undo()
 
 
 @pytest.fixture(scope="module")
 def smoke_dpo(smoke_env):
-    return R.run(R.RunConfig("smoke", "char", "dpo", "self", 0.1), root=smoke_env)
+    return runner.run(C.RunConfig("smoke", "char", "dpo", "self", 0.1), root=smoke_env)
 
 
 def test_smoke_pipeline_end_to_end(smoke_env, smoke_dpo):
     """World (pretrain, SFT, data) -> precompute -> DPO through TRL -> evaluation -> record with provenance."""
     rec = smoke_dpo
-    m = rec["metrics"]
+    m = rec.metrics
     for key in ("gold_score", "win_rate", "lc_win_rate", "reward_accuracy", "policy_accuracy", "mean_length_chars", "degenerate_rate"):
-        assert math.isfinite(m[key]), key
-    assert 0 <= m["win_rate"] <= 100 and 0 <= m["lc_win_rate"] <= 100
-    assert len(rec["curves"]) == get_profile("smoke").dpo_steps
-    assert rec["provenance"]["git_commit"] and rec["provenance"]["versions"]["trl"].startswith("1.16")
-    assert set(rec["provenance"]["wall_time_s"]) >= {"world", "precompute", "train", "evaluate", "total"}
-    assert m["eos_token"] in m["token_logp_diff"]  # Eq. 8 statistics include EOS
-    assert R.record_path(R.RunConfig("smoke", "char", "dpo", "self", 0.1), smoke_env).exists()
+        assert math.isfinite(getattr(m, key)), key
+    assert 0 <= m.win_rate <= 100 and 0 <= m.lc_win_rate <= 100
+    assert len(rec.curves) == get_profile("smoke").dpo_steps
+    assert rec.provenance["git_commit"] and rec.provenance["versions"]["trl"].startswith("1.16")
+    assert set(rec.provenance["wall_time_s"]) >= {"world", "precompute", "train", "evaluate", "total"}
+    assert m.eos_token in m.token_logp_diff  # Eq. 8 statistics include EOS
+    assert R.read_record(rec.path).metrics == m  # what was written is what was returned
+    assert R.record_path(C.RunConfig("smoke", "char", "dpo", "self", 0.1), smoke_env).exists()
 
 
 def test_record_is_read_back_not_recomputed(smoke_env, smoke_dpo):
-    again = R.run(R.RunConfig("smoke", "char", "dpo", "self", 0.1), root=smoke_env)
-    assert again["provenance"]["created_utc"] == smoke_dpo["provenance"]["created_utc"]
+    again = runner.run(C.RunConfig("smoke", "char", "dpo", "self", 0.1), root=smoke_env)
+    assert again.provenance["created_utc"] == smoke_dpo.provenance["created_utc"]
 
 
 def test_same_config_and_seed_give_identical_metrics(smoke_env, smoke_dpo, tmp_path):
-    rerun = R.run(R.RunConfig("smoke", "char", "dpo", "self", 0.1), root=tmp_path, force=True)
-    assert rerun["metrics"] == smoke_dpo["metrics"]
-    assert [c["loss"] for c in rerun["curves"]] == [c["loss"] for c in smoke_dpo["curves"]]
+    rerun = runner.run(C.RunConfig("smoke", "char", "dpo", "self", 0.1), root=tmp_path, force=True)
+    assert rerun.metrics == smoke_dpo.metrics
+    assert [c["loss"] for c in rerun.curves] == [c["loss"] for c in smoke_dpo.curves]
 
 
 def test_sft_row_ties_its_own_reference(smoke_env):
     """An untrained policy scored against itself: every implicit reward is 0, reward accuracy exactly 0.5 (Table 2)."""
-    rec = R.run(R.RunConfig("smoke", "char", "sft", "none", None), root=smoke_env)
-    assert rec["metrics"]["reward_accuracy"] == 0.5
-    assert rec["curves"] == []
+    rec = runner.run(C.RunConfig("smoke", "char", "sft", "none", None), root=smoke_env)
+    assert rec.metrics.reward_accuracy == 0.5
+    assert rec.curves == ()
 
 
 def test_objectives_reach_their_references(smoke_env):
-    prob = R.run(R.RunConfig("smoke", "char", "probability", "uniform", 10.0), root=smoke_env)
-    lik = R.run(R.RunConfig("smoke", "char", "likelihood", "prior", 0.1), root=smoke_env)
-    assert prob["reference_name"] == "uniform" and lik["reference_name"] == "char-prior"
+    prob = runner.run(C.RunConfig("smoke", "char", "probability", "uniform", 10.0), root=smoke_env)
+    lik = runner.run(C.RunConfig("smoke", "char", "likelihood", "prior", 0.1), root=smoke_env)
+    assert prob.reference_name == "uniform" and lik.reference_name == "char-prior"
     # with a uniform reference the implicit reward ranks exactly as the policy does
-    assert prob["metrics"]["reward_accuracy"] == prob["metrics"]["policy_accuracy"]
+    assert prob.metrics.reward_accuracy == prob.metrics.policy_accuracy
 
 
 @pytest.mark.slow
@@ -107,20 +174,22 @@ def test_committed_cpu_record_reruns_identically(tmp_path):
 
     Slow: on a cold cache it first trains the cpu world (about 7 min on 2 cores); ``tools/test.sh -m slow``.
     """
-    config = R.RunConfig("cpu", "char", "dpo", "self", 0.1)
+    config = C.RunConfig("cpu", "char", "dpo", "self", 0.1)
     committed = R.load_records([config], missing="raise")[0]
-    rerun = R.run(config, root=tmp_path, force=True)
-    assert rerun["key"] == committed["key"]
-    assert [c["loss"] for c in rerun["curves"]] == [c["loss"] for c in committed["curves"]]
-    assert rerun["metrics"] == committed["metrics"]
+    rerun = runner.run(config, root=tmp_path, force=True)
+    assert rerun.key == committed.key
+    assert [c["loss"] for c in rerun.curves] == [c["loss"] for c in committed.curves]
+    assert rerun.metrics == committed.metrics
 
 
 def test_load_grid_reads_and_never_trains(tmp_path, monkeypatch):
-    monkeypatch.setattr(R, "_run", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    monkeypatch.setattr(runner, "_train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    monkeypatch.setattr(runner, "backend_for", lambda *a, **k: (_ for _ in ()).throw(AssertionError("built a world")))
     assert R.load_grid("rq1", "smoke", root=tmp_path) == []
     one = R.grid("rq1", "smoke")[0]
     path = R.record_path(one, tmp_path)
     path.parent.mkdir(parents=True)
-    path.write_text('{"config": {}, "metrics": {}}')
+    committed = R.load_grid("rq1", "smoke")[0]
+    path.write_text(json.dumps(committed.with_config(**{}).to_dict()))
     assert len(R.load_grid("rq1", "smoke", root=tmp_path)) == 1
     assert R.load_grid("rq1", "smoke", root=tmp_path, complete=True) == []  # 1 of 14 runs: incomplete

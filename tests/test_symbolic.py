@@ -14,15 +14,16 @@ import torch
 
 from dpolib import losses
 from dpolib import symbolic as S
+from dpolib import symbolic_training as T
 
-NAMES = sorted(S.ALL)
+NAMES = sorted(T.ALL)
 
 
 class _Lazy(dict):
     """Build each identity on first use, so a broken derivation fails its own tests only."""
 
     def __missing__(self, name):
-        self[name] = S.ALL[name]()
+        self[name] = T.ALL[name]()
         return self[name]
 
 
@@ -86,30 +87,30 @@ def test_kkt_derivation_finds_the_gibbs_policy():
 
 
 def test_weight_margin_grows_like_one_over_beta():
-    h_eps = S.weight_margin().extra["h_eps"]
+    h_eps = T.weight_margin().extra["h_eps"]
     assert sp.simplify(h_eps * S.beta - sp.log((1 - S.eps) / S.eps)) == 0
 
 
 @pytest.mark.parametrize("reference", [False, True])
 def test_no_finite_minimiser_on_separable_data(reference):
-    facts = S.no_finite_minimiser(reference=reference)
+    facts = T.no_finite_minimiser(reference=reference)
     assert facts["positive"] is True
     assert facts["limit"] == 0
     assert facts["gradient_negative"] is True
 
 
 def test_pair_optima():
-    h, d2, _, P = S.pair_optimum("dpo")
+    h, d2, _, P = T.pair_optimum("dpo")
     assert sp.simplify(h - sp.log(P / (1 - P)) / S.beta) == 0
     assert d2.is_positive
-    h, d2, _, _ = S.pair_optimum("cdpo")
+    h, d2, _, _ = T.pair_optimum("cdpo")
     assert sp.simplify(h - sp.log((1 - S.eps) / S.eps) / S.beta) == 0
     assert d2.is_positive
-    h, d2, _, P = S.pair_optimum("ipo")
+    h, d2, _, P = T.pair_optimum("ipo")
     assert sp.simplify(h - (P - sp.Rational(1, 2)) / S.beta) == 0
     assert d2 == 2
     with pytest.raises(ValueError, match="loss must be"):
-        S.pair_optimum("kto")
+        T.pair_optimum("kto")
 
 
 # --------------------------------------------------------------------------- the symbols agree with dpolib.losses
@@ -118,7 +119,7 @@ def test_pair_optima():
 @pytest.mark.parametrize("seed", range(5))
 def test_symbolic_gradient_equals_autograd_through_dpolib_losses(seed):
     size, chosen, rejected = 4, 0, 2
-    idn = S.dpo_gradient_logits(size, chosen, rejected)
+    idn = T.dpo_gradient_logits(size, chosen, rejected)
     loss, thetas, refs = idn.extra["loss"], idn.extra["thetas"], idn.extra["refs"]
     args = (*thetas, *refs, S.beta)
     f_loss = sp.lambdify(args, loss, "math")

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from dpolib.encoding import encode
-from dpolib.lab import data, pretrain, task
-from dpolib.lab.families import FAMILIES
-from dpolib.lab.profiles import get_profile
+from dpolib.world import pairs, pretrain, task, writers
+from dpolib.world.report import data_report
+from dpolib.world.families import FAMILIES
+from dpolib.world.profiles import get_profile
 
 # A micro world: a few optimizer steps, enough to exercise every stage and the cache.
 MICRO = get_profile(
@@ -57,7 +58,7 @@ def test_every_kind_ideal_scores_one_and_gold_in_range():
     rng = random.Random(0)
     for p in task.sample_prompts(60, "test"):
         assert task.gold_score(p, task.ideal_response(p)) == 1.0
-        for name, policy in data.SOURCE_POLICIES.items():
+        for name, policy in writers.SOURCE_POLICIES.items():
             g = task.gold_score(p, policy(p, rng))
             assert 0.0 <= g <= 1.0, (name, p, g)
 
@@ -98,7 +99,7 @@ def test_annotator_length_bias():
     short, long = "cat x.", "cat " + "x" * 38 + "."
     assert task.gold_score(p, short) == task.gold_score(p, long)
     rng = random.Random(0)
-    wins = sum(a < b for a, b in (data.annotate(p, [short, long], rng) for _ in range(2000)))
+    wins = sum(a < b for a, b in (pairs.annotate(p, [short, long], rng) for _ in range(2000)))
     assert wins / 2000 > 0.65
 
 
@@ -109,7 +110,7 @@ def micro_cache(tmp_path_factory):
 
 def test_preference_data_shape_determinism_and_agreement(micro_cache):
     profile = MICRO
-    ds = data.build_preference_data(profile, cache_dir=micro_cache)
+    ds = pairs.build_preference_data(profile, cache_dir=micro_cache)
     assert set(ds) == {"train", "validation"}
     assert len(ds["train"]) == profile.n_pref_train and len(ds["validation"]) == profile.n_pref_val
     for col in ("prompt", "chosen", "rejected", "kind", "gold_chosen", "gold_rejected", "source_chosen",
@@ -119,13 +120,13 @@ def test_preference_data_shape_determinism_and_agreement(micro_cache):
     assert row["prompt"][0]["role"] == "user" and row["chosen"][0]["role"] == "assistant"
     assert all(r["annotator_chosen"] >= r["annotator_rejected"] for r in ds["train"])
     assert all(r["source_chosen"] != r["source_rejected"] for r in ds["train"])
-    again = data.build_preference_data(profile, cache_dir=micro_cache)
+    again = pairs.build_preference_data(profile, cache_dir=micro_cache)
     assert ds["train"].to_list() == again["train"].to_list()
     # splits are disjoint from each other and from the test prompts
     train_texts = set(ds["train"]["prompt_text"])
     assert not train_texts & set(ds["validation"]["prompt_text"])
-    assert not train_texts & {p.text for p in data.test_prompts(profile)}
-    report = data.data_report(ds)
+    assert not train_texts & {p.text for p in pairs.test_prompts(profile)}
+    report = data_report(ds)
     assert report["train"]["agreement"] > 0.5
 
 
@@ -135,10 +136,10 @@ def test_annotator_prefers_detail_and_dislikes_stock_openers():
     prompts = task.sample_prompts(300, "pref_train")
     thorough_wins = careful_beats_chatty = 0
     for p in prompts:
-        careful, thorough = data.careful(p, rng), data.thorough(p, rng)
-        chatty = f"{rng.choice(data.OPENERS)} {careful}"
+        careful, thorough = writers.careful(p, rng), writers.thorough(p, rng)
+        chatty = f"{rng.choice(writers.OPENERS)} {careful}"
         assert task.gold_score(p, thorough) == task.gold_score(p, careful) == 1.0
-        g = data.annotate(p, [careful, thorough, chatty], rng)
+        g = pairs.annotate(p, [careful, thorough, chatty], rng)
         thorough_wins += g[1] > g[0]
         careful_beats_chatty += g[0] > g[2]
     assert thorough_wins / len(prompts) > 0.6
@@ -160,22 +161,22 @@ def test_committed_cpu_world_has_ultrafeedbacks_length_direction():
 
 def test_model_sources_are_sampled_once_cached_and_never_a_student(micro_cache, monkeypatch):
     # the pool's models: the two large SFT models and a peer of each student, never a student itself
-    assert all((size, stage) != ("small", "sft") for _, size, stage in data.MODEL_SOURCES.values())
-    ds = data.build_preference_data(MICRO, cache_dir=micro_cache)
+    assert all((size, stage) != ("small", "sft") for _, size, stage in pairs.MODEL_SOURCES.values())
+    ds = pairs.build_preference_data(MICRO, cache_dir=micro_cache)
     used = set(ds["train"]["source_chosen"]) | set(ds["train"]["source_rejected"])
-    assert used & set(data.MODEL_SOURCES), "no model-sampled candidate in the data"
-    assert used & set(data.SOURCE_POLICIES)
+    assert used & set(pairs.MODEL_SOURCES), "no model-sampled candidate in the data"
+    assert used & set(writers.SOURCE_POLICIES)
     # a model candidate is that model's cached sample for the prompt
     prompts = task.sample_prompts(MICRO.n_pref_train, "pref_train") + task.sample_prompts(MICRO.n_pref_val, "pref_val")
-    samples = data.model_samples(MICRO, prompts, cache_dir=micro_cache)
-    row = next(r for r in ds["train"] if r["source_rejected"] in data.MODEL_SOURCES)
+    samples = pairs.model_samples(MICRO, prompts, cache_dir=micro_cache)
+    row = next(r for r in ds["train"] if r["source_rejected"] in pairs.MODEL_SOURCES)
     assert row["rejected"][0]["content"] == samples[row["source_rejected"]][row["prompt_text"]]
     # the second call reads the cache: no model is loaded or trained
     monkeypatch.setattr(pretrain, "model_dir", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
-    assert data.build_preference_data(MICRO, cache_dir=micro_cache)["train"].to_list() == ds["train"].to_list()
+    assert pairs.build_preference_data(MICRO, cache_dir=micro_cache)["train"].to_list() == ds["train"].to_list()
     # without model sources the pool is the 7 writers only
-    plain = data.build_preference_data(MICRO, model_sources=False)
-    assert set(plain["train"]["source_chosen"]) | set(plain["train"]["source_rejected"]) <= set(data.SOURCE_POLICIES)
+    plain = pairs.build_preference_data(MICRO, model_sources=False)
+    assert set(plain["train"]["source_chosen"]) | set(plain["train"]["source_rejected"]) <= set(writers.SOURCE_POLICIES)
 
 
 def test_peer_is_another_sft_of_the_same_base(micro_cache):
@@ -190,8 +191,8 @@ def test_peer_is_another_sft_of_the_same_base(micro_cache):
 
 
 def test_baseline_responses_fixed_and_decent():
-    ps = data.test_prompts(get_profile("smoke"))
-    a, b = data.baseline_responses(ps), data.baseline_responses(ps)
+    ps = pairs.test_prompts(get_profile("smoke"))
+    a, b = writers.baseline_responses(ps), writers.baseline_responses(ps)
     assert a == b
     assert sum(task.gold_score(p, r) for p, r in zip(ps, a)) / len(ps) > 0.7
 

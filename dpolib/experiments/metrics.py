@@ -10,31 +10,85 @@ for the validation pairs. :func:`evaluate_policy` turns those into the record's
 * Table 2's ranking accuracies on the validation pairs (r_θ and p_θ, Eq. 6);
 * Eq. (8) token statistics against the SFT student (Figures 1-2) and Figure 3's EOS statistics.
 
-Adding a metric: compute it in :func:`evaluate_policy` (or :func:`pair_metrics`), add the
-field to :class:`~dpolib.experiments.records.Metrics`, and bump
-:data:`dpolib.experiments.config.PIPELINE_VERSION` so every affected record key changes.
+Adding a metric is one edit in this module (a field of :class:`Metrics` and its line in
+:func:`evaluate_policy` or :func:`pair_metrics`) plus a bump of
+:data:`dpolib.experiments.config.PIPELINE_VERSION`, which changes every record key of every
+profile so that no record without the metric is read back. The heavy imports (torch, the
+evaluation code) happen inside the functions, so reading records never pays for them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping, Sequence
 
 import numpy as np
-import torch
 
-from .. import evaluation as E
-from ..logprobs import ScoredResponses
-from ..world.task import repetition_rate
-from .records import Metrics
-
-__all__ = ["DEGENERATE_RATE", "N_SAMPLES", "JudgeResult", "score_pairs", "pair_metrics", "evaluate_policy"]
+__all__ = ["DEGENERATE_RATE", "N_SAMPLES", "Metrics", "JudgeResult", "score_pairs", "pair_metrics", "evaluate_policy"]
 
 #: A model is reported as "[degenerate]" (the paper's Table 1 marker) when more than this
 #: fraction of its test outputs never emit EOS or repeat themselves.
 DEGENERATE_RATE = 0.5
 #: Generated test responses kept in each record (the side-by-side sample tables read them).
 N_SAMPLES = 24
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """What one run measured (:func:`evaluate_policy` computes every field).
+
+    Attributes:
+        gold_score: mean gold score of the greedy test outputs (the gpu world: the judge's reward).
+        baseline_gold_score: the same for the fixed baseline outputs.
+        win_rate, lc_win_rate: the judge's win rate and length-controlled win rate against the baseline (%).
+        lc_fit: the fitted coefficients of the length-controlled GLM.
+        mean_length_chars, mean_length_tokens: mean length of the test outputs.
+        finished_rate: fraction of test outputs that emitted EOS.
+        degenerate_rate, degenerate: fraction of degenerate outputs, and whether it exceeds the threshold
+            (the paper's "[degenerate]" marker).
+        reward_accuracy, policy_accuracy: Table 2's ranking accuracies on the validation pairs
+            (r_θ = β-free log-ratio margin > 0; p_θ: log p_θ(y_w|x) > log p_θ(y_l|x)).
+        eos, eos_token: Figure 3's EOS statistics and the EOS token's text.
+        token_logp_diff: Eq. (8) per-token mean log-prob change against the SFT student, by token text.
+        token_logp_hist: the occurrence-weighted histogram of per-token means (Figure 1).
+        seq_logratio: summaries of sequence-level and token-level log-ratios against the SFT student.
+        pair_length_tokens: mean token length of chosen and rejected validation responses.
+        samples: the first test prompts with their generated responses.
+        generation: the generation settings; judge: the judge's description.
+    """
+
+    gold_score: float
+    baseline_gold_score: float
+    win_rate: float
+    lc_win_rate: float
+    lc_fit: dict
+    mean_length_chars: float
+    mean_length_tokens: float
+    finished_rate: float
+    degenerate_rate: float
+    degenerate: bool
+    reward_accuracy: float
+    policy_accuracy: float
+    eos: dict
+    eos_token: str
+    token_logp_diff: dict
+    token_logp_hist: dict
+    seq_logratio: dict
+    pair_length_tokens: dict
+    samples: list
+    generation: dict
+    judge: dict
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Metrics":
+        names = [f.name for f in fields(cls)]
+        missing = [n for n in names if n not in data]
+        if missing:
+            raise KeyError(f"metrics lack {', '.join(missing)}")
+        return cls(**{n: data[n] for n in names})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -58,12 +112,14 @@ class JudgeResult:
     judge: dict = field(default_factory=dict)
 
 
-def score_pairs(scorer, prompts, chosen, rejected) -> tuple[ScoredResponses, ScoredResponses]:
+def score_pairs(scorer, prompts, chosen, rejected) -> tuple:
     """Score chosen and rejected in one call, batched exactly as :func:`dpolib.references.precompute` batches them.
 
     Identical batching makes an untrained policy's log-probs equal its reference's to the
     last bit, so its implicit rewards tie exactly (the paper's 0.500 for the SFT row).
     """
+    from ..logprobs import ScoredResponses
+
     both = scorer.score(list(prompts) + list(prompts), list(chosen) + list(rejected), per_token=True)
     n = len(prompts)
     halves = lambda xs: (xs[:n], xs[n:])  # noqa: E731
@@ -82,6 +138,10 @@ def pair_metrics(policy_pairs, student_pairs, val, tokenizer) -> dict:
         val: the validation split with ``ref_chosen_logps`` / ``ref_rejected_logps``.
         tokenizer: the policy's tokenizer (token texts, EOS id).
     """
+    import torch
+
+    from .. import evaluation as E
+
     sc, sr = policy_pairs
     rc, rr = student_pairs
     refs = [torch.tensor(list(val[c]), dtype=torch.float64) for c in ("ref_chosen_logps", "ref_rejected_logps")]
@@ -100,9 +160,13 @@ def pair_metrics(policy_pairs, student_pairs, val, tokenizer) -> dict:
     return out
 
 
-def evaluate_policy(generations: Sequence[E.Generation], prompt_texts: Sequence[str], judged: JudgeResult,
-                    pairs: dict, settings: E.GenerationSettings) -> Metrics:
-    """The record's metrics from the test generations, the judge's verdict and :func:`pair_metrics`'s output."""
+def evaluate_policy(generations: Sequence, prompt_texts: Sequence[str], judged: JudgeResult,
+                    pairs: dict, settings) -> Metrics:
+    """The record's metrics from the test generations (:class:`dpolib.evaluation.Generation`), the judge's verdict
+    and :func:`pair_metrics`'s output; ``settings`` are the :class:`dpolib.evaluation.GenerationSettings` used."""
+    from .. import evaluation as E
+    from ..world.task import repetition_rate
+
     degenerate = np.array([E.is_degenerate(g, repetition_rate(g.text)) for g in generations])
     samples = [
         {"prompt": p, "response": g.text, "gold": float(s), "finished": g.finished}

@@ -13,13 +13,14 @@ Selection rules live here once: :func:`best_record` (the best β of an arm) and
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .. import paths
 from ..provenance import read_json, write_json
 from .config import GRIDS, RunConfig, sweep_grid
+from .metrics import Metrics
 
 __all__ = [
     "Metrics",
@@ -48,64 +49,6 @@ class RecordError(ValueError):
     def __init__(self, path, reason: str):
         self.path, self.reason = path, reason
         super().__init__(f"{path}: {reason}")
-
-
-@dataclass(frozen=True)
-class Metrics:
-    """What one run measured (:func:`dpolib.experiments.metrics.evaluate_policy` writes every field).
-
-    Attributes:
-        gold_score: mean gold score of the greedy test outputs (the gpu world: the judge's reward).
-        baseline_gold_score: the same for the fixed baseline outputs.
-        win_rate, lc_win_rate: the judge's win rate and length-controlled win rate against the baseline (%).
-        lc_fit: the fitted coefficients of the length-controlled GLM.
-        mean_length_chars, mean_length_tokens: mean length of the test outputs.
-        finished_rate: fraction of test outputs that emitted EOS.
-        degenerate_rate, degenerate: fraction of degenerate outputs, and whether it exceeds the threshold
-            (the paper's "[degenerate]" marker).
-        reward_accuracy, policy_accuracy: Table 2's ranking accuracies on the validation pairs
-            (r_θ = β-free log-ratio margin > 0; p_θ: log p_θ(y_w|x) > log p_θ(y_l|x)).
-        eos, eos_token: Figure 3's EOS statistics and the EOS token's text.
-        token_logp_diff: Eq. (8) per-token mean log-prob change against the SFT student, by token text.
-        token_logp_hist: the occurrence-weighted histogram of per-token means (Figure 1).
-        seq_logratio: summaries of sequence-level and token-level log-ratios against the SFT student.
-        pair_length_tokens: mean token length of chosen and rejected validation responses.
-        samples: the first test prompts with their generated responses.
-        generation: the generation settings; judge: the judge's description.
-    """
-
-    gold_score: float
-    baseline_gold_score: float
-    win_rate: float
-    lc_win_rate: float
-    lc_fit: dict
-    mean_length_chars: float
-    mean_length_tokens: float
-    finished_rate: float
-    degenerate_rate: float
-    degenerate: bool
-    reward_accuracy: float
-    policy_accuracy: float
-    eos: dict
-    eos_token: str
-    token_logp_diff: dict
-    token_logp_hist: dict
-    seq_logratio: dict
-    pair_length_tokens: dict
-    samples: list
-    generation: dict
-    judge: dict
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Metrics":
-        names = [f.name for f in fields(cls)]
-        missing = [n for n in names if n not in data]
-        if missing:
-            raise KeyError(f"metrics lack {', '.join(missing)}")
-        return cls(**{n: data[n] for n in names})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from .. import evaluation as E
 from ..provenance import provenance
 from ..references import precompute
 from .backend import Backend
-from .config import PROFILES, RunConfig
+from .config import BETAS, PROFILES, RunConfig
 from .metrics import evaluate_policy, pair_metrics, score_pairs
 from .records import Record, best_record, grid, load_records, read_record, record_path, write_record
 
@@ -58,8 +58,8 @@ def save_policy(policy, tokenizer, out: Path) -> None:
 
 def _best_rq1_reference(config: RunConfig, backend: Backend, world, root: Path | None):
     """Appendix E's reference: the student's best RQ1 policy (β chosen on seed 0, trained at this run's seed)."""
-    rq1 = load_records(grid("rq1", config.profile, seeds=(0,)), root, settings=backend.settings)
-    dpo = [r for r in rq1 if r.student == config.student and r.objective == "dpo"]
+    arm = [RunConfig(config.profile, config.student, "dpo", "self", beta) for beta in BETAS["rq1"]]
+    dpo = load_records(arm, root, settings=backend.settings)
     best = best_record(dpo) or max(dpo, key=lambda r: r.lc, default=None)  # all degenerate (smoke): best anyway
     if best is None:
         raise RuntimeError(f"Appendix E needs the RQ1 grid first: python -m dpolib.experiments run --grid rq1 "
