@@ -9,8 +9,10 @@ Two kinds of folder:
   caches, the CPU world's trained models and samples (``world_cache()``), saved policies
   (``policy_cache()``) and trainer scratch folders (``trainer_scratch()``).
 
-Environment variables override both: ``DPOLIB_RESULTS`` (a folder that replaces
-``<repo>/results``) and ``DPOLIB_CACHE`` (default ``~/.cache/dpolib``).
+Environment variables override them: ``DPOLIB_RECORDS`` (a folder that replaces
+``<repo>/results`` for records: the experiment records, world reports and benchmark
+records are read and written there) and ``DPOLIB_CACHE`` (default ``~/.cache/dpolib``).
+The figures a chapter saves go to :func:`dpolib.profile.output_dir` (``DPOLIB_RESULTS``).
 """
 
 from __future__ import annotations
@@ -33,17 +35,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _results_base() -> Path:
-    override = os.environ.get("DPOLIB_RESULTS")
+    override = os.environ.get("DPOLIB_RECORDS")
     return Path(override) if override else REPO_ROOT / "results"
 
 
 def results_root() -> Path:
-    """The experiment records: ``$DPOLIB_RESULTS/lab`` or ``<repo>/results/lab``."""
+    """The experiment records: ``$DPOLIB_RECORDS/lab`` or ``<repo>/results/lab``."""
     return _results_base() / "lab"
 
 
 def benchmarks_root() -> Path:
-    """The benchmark records: ``$DPOLIB_RESULTS/benchmarks`` or ``<repo>/results/benchmarks``."""
+    """The benchmark records: ``$DPOLIB_RECORDS/benchmarks`` or ``<repo>/results/benchmarks``."""
     return _results_base() / "benchmarks"
 
 
