@@ -1,33 +1,26 @@
-"""RQ2 analysis (dpolib.lab.rq2) on small synthetic records: selection, tables and computed verdicts."""
+"""RQ2 analysis (dpolib.chapters.rq2) on small synthetic records: selection, tables and computed verdicts."""
 
 import math
 
 import pandas as pd
 import pytest
 
-from dpolib.lab import rq2, runner
-from dpolib.scorecard import AGREES, DISAGREES, NOT_TESTED, scorecard
+from record_factory import make_record
 
-REF = {"dpo": "self", "probability": "uniform", "likelihood": "prior", "sft": "none"}
+from dpolib.chapters import rq2
+from dpolib.chapters.common import arm_stats, compare
+from dpolib.experiments.records import grid, load_grid
+from dpolib.scorecard import AGREES, DISAGREES, NOT_TESTED, scorecard
 
 
 def rec(objective, beta, lc, *, degenerate=False, length=30.0, eos=(-0.5, 0.7), acc=0.5, seed=0, student="char", response=None):
-    config = runner.RunConfig("smoke", student, objective, REF[objective], beta, seed=seed)
-    return {
-        "config": {**config.__dict__},
-        "key": f"{objective}-{beta}-{seed}",
-        "metrics": {
-            "lc_win_rate": lc,
-            "gold_score": lc / 100,
-            "degenerate": degenerate,
-            "mean_length_chars": length,
-            "mean_length_tokens": length + 1,
-            "policy_accuracy": acc,
-            "eos": {"value": eos[0], "difference": eos[1], "n_pairs": 10},
-            "samples": [{"prompt": "p0", "response": response or f"{objective} answer", "gold": 1.0, "finished": True},
-                        {"prompt": "p1", "response": "x", "gold": 0.0, "finished": False}],
-        },
-    }
+    return make_record(
+        student, objective, beta=beta, seed=seed, profile="smoke", lc_win_rate=lc, gold_score=lc / 100,
+        degenerate=degenerate, mean_length_chars=length, mean_length_tokens=length + 1, policy_accuracy=acc,
+        eos={"value": eos[0], "difference": eos[1], "n_pairs": 10},
+        samples=[{"prompt": "p0", "response": response or f"{objective} answer", "gold": 1.0, "finished": True},
+                 {"prompt": "p1", "response": "x", "gold": 0.0, "finished": False}],
+    )
 
 
 def world(dpo=20.0, prob=12.0, lik=14.0, sft=8.0, prob_len=80.0, dpo_len=35.0, eos_prob=(-3.0, 0.2), eos_dpo=(-1.0, 1.5)):
@@ -44,8 +37,8 @@ def world(dpo=20.0, prob=12.0, lik=14.0, sft=8.0, prob_len=80.0, dpo_len=35.0, e
     ]
 
 
-def one_seed(config):
-    return []  # no replicate records: seed_stats falls back to the record itself
+def one_seed(record):
+    return []  # no replicate records: arm_stats falls back to the record itself
 
 
 def card(recs, replicates=one_seed):
@@ -54,13 +47,13 @@ def card(recs, replicates=one_seed):
 
 def test_best_beta_excludes_degenerate_runs():
     best = rq2.best_by_objective(world())
-    assert best["dpo"]["config"]["beta"] == 0.01  # 0.001 scores higher but degenerated
-    assert best["probability"]["config"]["beta"] == 100.0
-    assert best["likelihood"]["config"]["beta"] == 0.01
+    assert best["dpo"].beta == 0.01  # 0.001 scores higher but degenerated
+    assert best["probability"].beta == 100.0
+    assert best["likelihood"].beta == 0.01
 
 
 def test_all_degenerate_objective_has_no_best_and_claims_say_not_tested():
-    recs = [r for r in world() if r["config"]["objective"] != "probability"]
+    recs = [r for r in world() if r.objective != "probability"]
     recs += [rec("probability", 10.0, 50.0, degenerate=True)]
     assert rq2.best_by_objective(recs)["probability"] is None
     c = card(recs)
@@ -123,18 +116,19 @@ def test_seed_spread_decides_whether_a_difference_is_resolved():
     recs = world()
     values = {"dpo": [20.0, 21.0, 19.0], "probability": [12.0, 22.0, 2.0], "likelihood": [14.0, 14.5, 13.5], "sft": [8.0, 8.0, 8.0]}
 
-    def three_seeds(config):
-        return [rec(config.objective, config.beta, v, seed=i) for i, v in enumerate(values[config.objective])]
+    def three_seeds(record):
+        return [rec(record.objective, record.config.beta, v, seed=i) for i, v in enumerate(values[record.objective])]
 
-    stats = {o: rq2.seed_stats(rq2.best_by_objective(recs)[o], replicates=three_seeds) for o in rq2.OBJECTIVES}
-    assert stats["dpo"]["n"] == 3 and stats["dpo"]["sd"] == pytest.approx(1.0)
-    assert rq2.compare(stats["dpo"], stats["likelihood"])["within_spread"] is False  # 6 points apart, sd 1 and 0.5
-    assert rq2.compare(stats["dpo"], stats["probability"])["within_spread"] is True  # sd 10
+    stats = {o: arm_stats(rq2.best_by_objective(recs)[o], replicates_of=three_seeds) for o in rq2.OBJECTIVES}
+    assert stats["dpo"].n == 3 and stats["dpo"].sd == pytest.approx(1.0)
+    assert compare(stats["dpo"], stats["likelihood"]).within_spread is False  # 6 points apart, sd 1 and 0.5
+    assert compare(stats["dpo"], stats["probability"]).within_spread is True  # sd 10
     c = card(recs, replicates=three_seeds)
     assert "exceeds the seed-to-seed spread" in c.loc["rq2.dpo-best", "note"]
+    assert "3 and 3 seeds" in c.loc["rq2.dpo-best", "note"]
     # one seed in one arm: a difference beyond the other arm's spread is undecided, one inside it is within
-    assert rq2.compare(rq2.seed_stats(recs[4], replicates=one_seed), stats["dpo"])["within_spread"] is None  # 8 > sd 1
-    assert rq2.compare(rq2.seed_stats(recs[2], replicates=one_seed), stats["dpo"])["within_spread"] is True  # 0 <= sd 1
+    assert compare(arm_stats(recs[4], replicates_of=one_seed), stats["dpo"]).within_spread is None  # 8 > sd 1
+    assert compare(arm_stats(recs[2], replicates_of=one_seed), stats["dpo"]).within_spread is True  # 0 <= sd 1
     # with only seed 0 everywhere the spread is unknown, and the chapter says so
     assert "seed spread unknown" in card(recs).loc["rq2.dpo-best", "note"]
 
@@ -145,14 +139,28 @@ def test_samples_table_one_prompt_per_model():
     assert t.attrs["prompt"] == "p0" and list(t["β"])[:2] == ["∞", "0.01"]
 
 
-def test_display_falls_back_to_the_raw_name():
-    assert rq2.display("char").startswith("char")
-    assert rq2.display("qwen2-0.5b") == "qwen2-0.5b"
+def test_a_degenerate_seed_counts_in_the_arm():
+    """Seeds are pooled with common.pool_seeds: a seed that degenerated is part of the arm's spread."""
+    recs = world()
+
+    def seeds(record):
+        return [rec(record.objective, record.config.beta, v, seed=i, degenerate=i == 2)
+                for i, v in enumerate((20.0, 21.0, 1.0))]
+
+    t = rq2.table3(recs, replicates=seeds)
+    assert t.loc["DPO (Eq. 5)", "score (seeds)"] == "14.00 ± 11.27 (3 seeds)"
+    assert rq2.evidence(recs, replicates=seeds)["stats"]["dpo"].n_degenerate == 1
+
+
+def test_one_student_only():
+    assert rq2.student_of(world()) == "char"
+    with pytest.raises(ValueError, match="one student"):
+        rq2.student_of(world() + [rec("sft", None, 5.0, student="bpe")])
 
 
 def test_committed_cpu_records_if_present():
-    recs = runner.load_records(runner.grid("rq2", "cpu"))
-    if len(recs) < len(runner.grid("rq2", "cpu")):
+    recs = load_grid("rq2", "cpu")
+    if len(recs) < len(grid("rq2", "cpu")):
         pytest.skip("the committed cpu RQ2 grid is not complete at this code version")
     c = scorecard(rq2.claims(), rq2.evidence(recs))
     assert set(c["verdict"]) <= {AGREES, DISAGREES, NOT_TESTED}

@@ -1,19 +1,20 @@
-"""RQ3 and Appendix E analysis (dpolib.lab.rq3) on small synthetic records: selection, tables, verdicts."""
+"""RQ3 and Appendix E analysis (dpolib.chapters.rq3) on small synthetic records: selection, tables, verdicts."""
 
 import math
 
 import pytest
 
-from dpolib.lab import rq3, runner
+from record_factory import make_record
+
+from dpolib.chapters import rq3
+from dpolib.experiments.records import best_record, grid
 from dpolib.provenance import write_json
 from dpolib.scorecard import AGREES, DISAGREES, NOT_TESTED, scorecard
 
 
 def rec(student, reference, beta, lc, *, degenerate=False, seed=0):
     objective = "sft" if reference == "none" else "dpo"
-    config = runner.RunConfig("smoke", student, objective, reference, beta, seed=seed)
-    return {"config": {**config.__dict__}, "key": config.label(),
-            "metrics": {"lc_win_rate": lc, "degenerate": degenerate}}
+    return make_record(student, objective, reference, beta, seed, profile="smoke", lc_win_rate=lc, degenerate=degenerate)
 
 
 def sweep(student, reference, scores: dict, degenerate=()):
@@ -35,7 +36,7 @@ def world(comp_a=(12.0, 20.0, 15.0), inc_a=(9.0, 10.0, 11.0), app=(15.0, 17.0, 1
     return {"rq1": rq1, "rq3": rq3_, "appendix-e": appe}
 
 
-def one_seed(config):
+def one_seed(record):
     return []
 
 
@@ -53,9 +54,20 @@ def card(recs, compat=COMPAT):
 
 def test_self_best_pools_rq1_and_rq3_and_skips_degenerate():
     recs = world()
-    best = rq3.best(recs, "a", "self")
-    assert best["config"]["beta"] == 0.01 and best["metrics"]["lc_win_rate"] == 16.0  # 0.001 (30) degenerated
-    assert rq3.best(recs, "b", "incompatible")["config"]["beta"] == 1.0
+    pooled = rq3.pool(recs)
+    assert len(pooled) == sum(map(len, recs.values())) - 3  # a/self at β 0.1, 0.01 and b/self at 0.1: RQ1 and RQ3
+    best = best_record(pooled, student="a", objective="dpo", reference="self")
+    assert best.beta == 0.01 and best.lc == 16.0  # 0.001 (30) degenerated
+    assert best_record(pooled, student="b", reference="incompatible").beta == 1.0
+    assert rq3.best_table(recs, replicates=one_seed).loc["a", "self β"] == 0.01
+
+
+def test_appendix_e_reference_is_the_best_of_the_rq1_grid():
+    recs = world()
+    recs["rq3"] += [rec("a", "self", 10.0, 18.0)]  # better than RQ1's best, but β = 10 is not in RQ1's grid
+    assert rq3.appendix_e_reference(recs, "a").beta == 0.01
+    assert rq3.evidence(recs, replicates=one_seed)["appendix_e"]["a"]["reference"] == 16.0
+    assert rq3.appendix_e_reference(recs, "b").beta == 0.02
 
 
 def test_table5_and_table4():
@@ -90,7 +102,7 @@ def test_verdicts_flip_when_the_evidence_flips():
     c = card(world(comp_a=(12.0, 13.0, 20.0)))  # a: compatible best at β = 0.1 > self's 0.01: still larger
     assert c.loc["rq3.beta-larger-with-compatible", "verdict"] == AGREES
     recs = world()
-    recs["rq3"] = [r for r in recs["rq3"] if not (r["config"]["student"] == "a" and r["config"]["reference"] == "compatible")]
+    recs["rq3"] = [r for r in recs["rq3"] if not (r.student == "a" and r.reference == "compatible")]
     recs["rq3"] += sweep("a", "compatible", {0.001: 20.0, 0.1: 12.0})
     assert card(recs).loc["rq3.beta-larger-with-compatible", "verdict"] == DISAGREES
 
@@ -131,21 +143,32 @@ def test_compatibility_measure_claim_flips_and_is_missing_without_measures():
     assert set(frame["reference"]) == set(rq3.REFERENCES) and frame["gain vs self"].notna().all()
 
 
-def test_compatibility_cache_is_read_back_only_for_the_same_world(tmp_path):
-    path = rq3.compatibility_path("smoke", tmp_path)
-    write_json(path, {"world": rq3._world_keys("smoke"), "measures": COMPAT["measures"], "provenance": {}})
-    assert rq3.compatibility("smoke", compute=False, root=tmp_path)["measures"] == COMPAT["measures"]
-    write_json(path, {"world": {"char/small": "another world"}, "measures": {}, "provenance": {}})
-    assert rq3.compatibility("smoke", compute=False, root=tmp_path) is None
+def test_load_compatibility_reads_the_stored_file(tmp_path):
+    assert rq3.load_compatibility("smoke", tmp_path) is None
+    write_json(tmp_path / "smoke" / "compatibility.json", {"world": {}, "measures": COMPAT["measures"], "provenance": {}})
+    assert rq3.load_compatibility("smoke", tmp_path)["measures"] == COMPAT["measures"]
+
+
+def test_reference_strength_maps_roles_to_models(tmp_path):
+    assert rq3.reference_strength("smoke", tmp_path).empty
+    quality = {"a/small": {"mean_gold": 0.2}, "a/large": {"mean_gold": 0.5}, "b/small": {"mean_gold": 0.1},
+               "b/large": {"mean_gold": 0.4}}
+    write_json(tmp_path / "world_report_smoke.json", {"sft_quality": quality, "git_commit": "abc", "date": "today"})
+    t = rq3.reference_strength("smoke", tmp_path).set_index(["student", "reference"])
+    assert t.loc[("a", "incompatible"), "reference model"] == "b/large"
+    assert t.loc[("a", "incompatible"), "reference mean gold"] == 0.4
+    assert t.loc[("b", "self"), "student mean gold"] == 0.1
 
 
 def test_committed_cpu_records_if_present():
-    recs = {name: runner.load_records(runner.grid(name, "cpu")) for name in ("rq1", "rq3", "appendix-e")}
-    if any(len(recs[n]) < len(runner.grid(n, "cpu")) for n in recs):
+    recs = rq3.load("cpu")
+    if any(len(recs[n]) < len(grid(n, "cpu")) for n in recs):
         pytest.skip("the committed cpu RQ1/RQ3/App. E grids are not complete at this code version")
-    c = scorecard(rq3.claims(), rq3.evidence(recs, rq3.compatibility("cpu", compute=False)))
+    compat = rq3.load_compatibility("cpu")
+    assert compat is not None and set(compat["measures"]) == {"char", "bpe"}
+    c = scorecard(rq3.claims(), rq3.evidence(recs, compat))
     assert set(c["verdict"]) <= {AGREES, DISAGREES, NOT_TESTED} and len(c) == len(rq3.claims())
-    assert len(rq3.best_table(recs)) == len(rq3.students(recs))
+    assert len(rq3.best_table(recs)) == 2
 
 
 def test_answer_text_follows_the_verdicts():

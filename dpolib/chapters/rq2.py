@@ -9,14 +9,14 @@ The paper compares three rewards under one Bradley-Terry loss, each at its best 
 * the **likelihood** objective (Eq. 15), ``-log σ(β[log p_θ(x|y_w) - log p_θ(x|y_l)])``: by Bayes
   (Eqs. 13-14) DPO with the unconditional prior p_LM(y) of the SFT model as reference.
 
-The records come from :func:`dpolib.experiments.runner.run_grid` ``("rq2", profile)``: one student (the
-first family), its SFT row, a DPO sweep and a sweep of each alternative objective. Everything here
-is a pure function of records (dicts), so the tests build synthetic records and the chapter
-(``notebooks/rq2_reference.md``) renders the committed ones. Student names are read from the
-records; :func:`display` maps them to labels and falls back to the raw name.
+The records are the ``rq2`` grid's (:func:`dpolib.experiments.records.load_grid` ``("rq2", profile)``):
+one student (the first family), its SFT row, a DPO sweep and a sweep of each alternative objective.
+Everything here is a pure function of :class:`~dpolib.experiments.records.Record` s, so the tests
+build synthetic records and the chapter (``notebooks/rq2_reference.md``) renders the committed ones.
 
-The best β of an objective is the β of its highest ``lc_win_rate`` among runs that did **not**
-degenerate (:func:`dpolib.experiments.records.best_record`), as the paper excludes "[degenerate]" runs.
+The best β of an objective is :func:`dpolib.experiments.records.best_record` (highest ``lc_win_rate``
+among runs that did **not** degenerate, as the paper excludes "[degenerate]" runs); an arm's value
+over seeds is :func:`dpolib.chapters.common.arm_stats`.
 """
 
 from __future__ import annotations
@@ -27,23 +27,18 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from .. import paper
-from ..scorecard import Claim, Measurement
-from . import runner
-from .stats import within_spread
+from .. import paper, plotting
+from ..experiments.records import Record, select
+from ..scorecard import Claim, Measurement, verdict_counts
+from .common import ArmStats, arm_stats, best_record, beta_label, compare, metric_of, pm, students
 
 __all__ = [
     "OBJECTIVES",
     "METHOD_LABELS",
-    "STUDENT_LABELS",
-    "display",
-    "records",
     "student_of",
     "by_objective",
     "best_by_objective",
     "sft_record",
-    "seed_stats",
-    "compare",
     "sweep_table",
     "table3",
     "table3_with_paper",
@@ -68,122 +63,50 @@ METHOD_LABELS = {
     "probability": "probability (Eq. 10)",
     "likelihood": "likelihood (Eq. 15)",
 }
-#: Display labels of the lab's students; any other name (e.g. a GPU profile's) is shown as is.
-STUDENT_LABELS = {
-    "char": "char (character tokenizer, Zephyr-like template)",
-    "bpe": "bpe (BPE tokenizer, ChatML-like template)",
-}
 #: "Much longer outputs" (§5.2) means the probability objective's mean length is at least this many
 #: times DPO's. The paper's Table 3 has 744.5 / 359.4 = 2.07; the same threshold is used by
 #: :func:`dpolib.paper.headline_findings` on the paper's own numbers.
 LONGER_FACTOR = 1.5
 
-
-def display(name: str, labels: dict | None = None) -> str:
-    """A display label for a student (or reference) name; the raw name when none is known."""
-    return (labels or STUDENT_LABELS).get(name, name)
+#: ``record -> records of its arm at every seed`` (default: :func:`dpolib.experiments.records.replicates`).
+Replicates = Callable[[Record], list[Record]]
 
 
-def records(profile: str, workers: int = 2) -> list[dict]:
-    """The RQ2 grid's records at ``profile`` (read back when committed; only missing runs run)."""
-    return runner.run_grid("rq2", profile, workers=workers)
-
-
-def student_of(recs: Iterable[dict]) -> str:
+def student_of(recs: Iterable[Record]) -> str:
     """The one student of a set of RQ2 records (raises if there are several)."""
-    students = sorted({r["config"]["student"] for r in recs})
-    if len(students) != 1:
-        raise ValueError(f"RQ2 records should have one student, got {students}")
-    return students[0]
+    found = students(recs)
+    if not found:
+        raise ValueError("no RQ2 records; python -m dpolib.experiments run --grid rq2 --profile <profile> makes them")
+    if len(found) != 1:
+        raise ValueError(f"RQ2 records should have one student, got {sorted(found)}")
+    return found[0]
 
 
-def by_objective(recs: Iterable[dict], objective: str, seed: int | None = 0) -> list[dict]:
+def by_objective(recs: Iterable[Record], objective: str, seed: int | None = 0) -> list[Record]:
     """Records of one objective (at one seed, default 0; ``None`` for all), sorted by β descending."""
-    out = [r for r in recs if r["config"]["objective"] == objective and (seed is None or r["config"]["seed"] == seed)]
-    return sorted(out, key=lambda r: -(r["config"]["beta"] or math.inf))
+    out = [r for r in recs if r.objective == objective and (seed is None or r.seed == seed)]
+    return sorted(out, key=lambda r: -r.beta)
 
 
-def best_by_objective(recs: list[dict], metric: str = "lc_win_rate", seed: int = 0) -> dict[str, dict | None]:
-    """``{objective: best record}`` over each objective's β sweep; degenerate runs are excluded.
+def best_by_objective(recs: Iterable[Record], metric: str = "lc_win_rate", seed: int = 0) -> dict[str, Record | None]:
+    """``{objective: best record}`` over each objective's β sweep at ``seed`` (:func:`best_record`).
 
     ``None`` for an objective whose runs are all degenerate or absent.
     """
-    pool = [r for r in recs if r["config"]["seed"] == seed]
-    return {o: runner.best_record(pool, metric=metric, objective=o) for o in OBJECTIVES}
+    pool = select(recs, seed=seed)
+    return {o: best_record(pool, metric, objective=o) for o in OBJECTIVES}
 
 
-def sft_record(recs: Iterable[dict], student: str | None = None, seed: int = 0) -> dict | None:
+def sft_record(recs: Iterable[Record], student: str | None = None, seed: int = 0) -> Record | None:
     """The SFT row (the paper's β = ∞ / "original"), if present."""
-    for r in recs:
-        c = r["config"]
-        if c["objective"] == "sft" and c["seed"] == seed and (student is None or c["student"] == student):
-            return r
-    return None
-
-
-# --------------------------------------------------------------------------- seeds
-
-
-def seed_stats(record: dict | None, metric: str = "lc_win_rate", replicates: Callable | None = None) -> dict:
-    """Mean, sample sd and number of seeds of ``metric`` for the arm of ``record``.
-
-    The arm's replicates come from :func:`dpolib.experiments.records.replicates` (the headline seeds that
-    exist; the record's own value when there are none). ``sd`` is ``nan`` with one seed.
-
-    Args:
-        record: a record of the arm (any seed), or ``None`` (gives ``n = 0``).
-        metric: a key of ``record["metrics"]``.
-        replicates: ``config -> records``; default :func:`dpolib.experiments.records.replicates` (tests pass a stub).
-    """
-    if record is None:
-        return {"mean": math.nan, "sd": math.nan, "n": 0, "values": []}
-    replicates = replicates or runner.replicates
-    config = runner.config_of(record)
-    reps = replicates(config) or [record]
-    values = [float(r["metrics"][metric]) for r in reps if not r["metrics"].get("degenerate")]
-    if not values:
-        return {"mean": math.nan, "sd": math.nan, "n": 0, "values": []}
-    sd = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
-    return {"mean": float(np.mean(values)), "sd": sd, "n": len(values), "values": values}
-
-
-def compare(a: dict, b: dict) -> dict:
-    """Compare two arms' :func:`seed_stats`: ``diff = mean_a - mean_b`` and whether it is resolved.
-
-    ``within_spread`` is :func:`dpolib.stats.within_spread`: True when the ±1 sd seed bars
-    overlap, False when they do not, ``None`` when the seeds cannot decide it.
-    """
-    diff = a["mean"] - b["mean"]
-    within = within_spread(diff, a["sd"], a["n"], b["sd"], b["n"])
-    if within is not None and a["n"] >= 2 and b["n"] >= 2:
-        text = (
-            f"difference {diff:+.2f} is within the seed-to-seed spread (sd {a['sd']:.2f} and {b['sd']:.2f}; "
-            f"{a['n']} and {b['n']} seeds)"
-            if within
-            else f"difference {diff:+.2f} exceeds the seed-to-seed spread (sd {a['sd']:.2f} + {b['sd']:.2f}; "
-            f"{a['n']} and {b['n']} seeds)"
-        )
-    elif within:
-        known = a if a["n"] >= 2 else b
-        text = (f"difference {diff:+.2f} is within the seed-to-seed spread of the arm with seeds (sd {known['sd']:.2f}; "
-                f"{a['n']} and {b['n']} seeds)")
-    else:
-        text = f"seed spread unknown ({a['n']} and {b['n']} seeds; needs at least 2 per arm)"
-    return {"diff": diff, "within_spread": within, "text": text}
-
-
-def _pm(stats: dict, digits: int = 2) -> str:
-    if stats["n"] == 0:
-        return "n/a"
-    if stats["n"] == 1:
-        return f"{stats['mean']:.{digits}f} (1 seed)"
-    return f"{stats['mean']:.{digits}f} ± {stats['sd']:.{digits}f} ({stats['n']} seeds)"
+    match = {"student": student} if student is not None else {}
+    return next(iter(select(recs, objective="sft", seed=seed, **match)), None)
 
 
 # --------------------------------------------------------------------------- tables
 
 
-def sweep_table(recs: list[dict], metric: str = "lc_win_rate", seed: int = 0) -> pd.DataFrame:
+def sweep_table(recs: list[Record], metric: str = "lc_win_rate", seed: int = 0) -> pd.DataFrame:
     """``metric`` against β for each objective (rows β, descending; columns objectives).
 
     A degenerate run's cell is the string ``"[degenerate]"`` (the paper's marker); a β an objective
@@ -192,56 +115,58 @@ def sweep_table(recs: list[dict], metric: str = "lc_win_rate", seed: int = 0) ->
     cells: dict = {}
     for o in OBJECTIVES:
         for r in by_objective(recs, o, seed):
-            m = r["metrics"]
-            cells.setdefault(r["config"]["beta"], {})[o] = "[degenerate]" if m["degenerate"] else m[metric]
+            cells.setdefault(r.beta, {})[o] = "[degenerate]" if r.degenerate else metric_of(r, metric)
     df = pd.DataFrame.from_dict(cells, orient="index").reindex(columns=list(OBJECTIVES))
     df.index.name = "β"
     return df.sort_index(ascending=False)
 
 
-def table3(recs: list[dict], metric: str = "lc_win_rate", replicates: Callable | None = None) -> pd.DataFrame:
+def _degenerate_runs(sweep: list[Record]) -> str:
+    return f"{sum(r.degenerate for r in sweep)} of {len(sweep)}" if sweep else ""
+
+
+def table3(recs: list[Record], metric: str = "lc_win_rate", replicates: Replicates | None = None) -> pd.DataFrame:
     """Our Table 3: each objective at its best β (by ``metric``), and the SFT row.
 
     Columns: ``score`` (``lc_win_rate`` of seed 0, %), ``score (seeds)`` (mean ± sd over the
-    headline seeds that exist), ``policy accuracy`` (p_θ ranking accuracy on the validation pairs,
-    the paper's "Accuracy"), ``length (chars)``, ``length (tokens)``, ``β`` (the selected β),
-    ``β at grid edge`` (the selected β is the largest or smallest tried, so the optimum may lie
-    outside the grid), ``degenerate runs`` (how many of the objective's sweep degenerated). Rows use the paper's
-    labels (:data:`METHOD_LABELS`).
+    headline seeds that exist, :func:`dpolib.chapters.common.arm_stats`), ``policy accuracy`` (p_θ
+    ranking accuracy on the validation pairs, the paper's "Accuracy"), ``length (chars)``,
+    ``length (tokens)``, ``β`` (the selected β; ∞ for SFT), ``β at grid edge`` (the selected β is the
+    largest or smallest tried, so the optimum may lie outside the grid), ``degenerate runs`` (how many
+    of the objective's sweep degenerated). Rows use the paper's labels (:data:`METHOD_LABELS`).
     """
     best = best_by_objective(recs, metric)
     rows = {}
-    sft = sft_record(recs)
-    for key, rec in [("sft", sft), *best.items()]:
+    for key, rec in [("sft", sft_record(recs)), *best.items()]:
         sweep = [] if key == "sft" else by_objective(recs, key)
         if rec is None:
-            rows[METHOD_LABELS[key]] = {"β": math.nan, "degenerate runs": sum(r["metrics"]["degenerate"] for r in sweep)}
+            rows[METHOD_LABELS[key]] = {"β": math.nan, "degenerate runs": sum(r.degenerate for r in sweep)}
             continue
-        m = rec["metrics"]
+        m = rec.metrics
         rows[METHOD_LABELS[key]] = {
-            "score": m["lc_win_rate"],
-            "score (seeds)": _pm(seed_stats(rec, "lc_win_rate", replicates)),
-            "policy accuracy": m["policy_accuracy"],
-            "length (chars)": m["mean_length_chars"],
-            "length (tokens)": m["mean_length_tokens"],
-            "β": rec["config"]["beta"] if rec["config"]["beta"] is not None else math.inf,
+            "score": m.lc_win_rate,
+            "score (seeds)": pm(arm_stats(rec, "lc_win_rate", replicates)),
+            "policy accuracy": m.policy_accuracy,
+            "length (chars)": m.mean_length_chars,
+            "length (tokens)": m.mean_length_tokens,
+            "β": rec.beta,
             "β at grid edge": _at_edge(rec, sweep),
-            "degenerate runs": f"{sum(r['metrics']['degenerate'] for r in sweep)} of {len(sweep)}" if sweep else "",
+            "degenerate runs": _degenerate_runs(sweep),
         }
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "method"
     return df
 
 
-def _at_edge(rec: dict, sweep: list[dict]):
+def _at_edge(rec: Record, sweep: list[Record]):
     """Whether the selected β is the largest or smallest β tried (the optimum may lie outside the grid)."""
-    betas = [r["config"]["beta"] for r in sweep]
+    betas = [r.beta for r in sweep]
     if not betas:
         return ""
-    return bool(rec["config"]["beta"] in (max(betas), min(betas)))
+    return bool(rec.beta in (max(betas), min(betas)))
 
 
-def table3_with_paper(recs: list[dict], replicates: Callable | None = None) -> pd.DataFrame:
+def table3_with_paper(recs: list[Record], replicates: Replicates | None = None) -> pd.DataFrame:
     """Our Table 3 beside the paper's (``dpolib.paper.TABLE3``), columns grouped ``ours`` / ``paper (quoted)``."""
     ours = table3(recs, replicates=replicates)[["score", "policy accuracy", "length (chars)", "β"]]
     theirs = paper.TABLE3.frame(with_beta=True).rename(
@@ -252,7 +177,7 @@ def table3_with_paper(recs: list[dict], replicates: Callable | None = None) -> p
     return pd.concat({"ours": ours, "paper (quoted)": theirs.reindex(ours.index)}, axis=1)
 
 
-def eos_table(recs: list[dict], seed: int = 0) -> pd.DataFrame:
+def eos_table(recs: list[Record], seed: int = 0) -> pd.DataFrame:
     """Figure 3's statistics per objective: the EOS log-prob "value" and chosen-minus-rejected "difference".
 
     For every run the policy scores the validation pairs; ``value`` is the mean log p_θ(EOS) over
@@ -265,17 +190,17 @@ def eos_table(recs: list[dict], seed: int = 0) -> pd.DataFrame:
     rows = {}
     sft = sft_record(recs, seed=seed)
     if sft is not None:
-        e = sft["metrics"]["eos"]
+        e = sft.metrics.eos
         rows[METHOD_LABELS["sft"]] = {"value": e["value"], "difference": e["difference"], "n runs": 1,
                                       "value at best β": e["value"], "difference at best β": e["difference"]}
     for o in OBJECTIVES:
-        runs = [r for r in by_objective(recs, o, seed) if not r["metrics"]["degenerate"]]
+        runs = [r for r in by_objective(recs, o, seed) if not r.degenerate]
         if not runs:
             continue
-        b = best[o]["metrics"]["eos"] if best[o] is not None else {"value": math.nan, "difference": math.nan}
+        b = best[o].metrics.eos if best[o] is not None else {"value": math.nan, "difference": math.nan}
         rows[METHOD_LABELS[o]] = {
-            "value": float(np.mean([r["metrics"]["eos"]["value"] for r in runs])),
-            "difference": float(np.mean([r["metrics"]["eos"]["difference"] for r in runs])),
+            "value": float(np.mean([r.metrics.eos["value"] for r in runs])),
+            "difference": float(np.mean([r.metrics.eos["difference"] for r in runs])),
             "n runs": len(runs),
             "value at best β": b["value"],
             "difference at best β": b["difference"],
@@ -288,13 +213,11 @@ def eos_table(recs: list[dict], seed: int = 0) -> pd.DataFrame:
 # --------------------------------------------------------------------------- figures
 
 
-def plot_sweeps(recs: list[dict], seed: int = 0):
+def plot_sweeps(recs: list[Record], seed: int = 0):
     """Two panels against β: LC win rate and mean output length, one line per objective, SFT dashed.
 
     Degenerate runs are drawn as crosses at the bottom of the axes. Returns ``(fig, axes)``.
     """
-    from .. import plotting
-
     fig, axes = plotting.figure(ncols=2)
     sft = sft_record(recs, seed=seed)
     for ax, metric, ylabel in (
@@ -303,14 +226,14 @@ def plot_sweeps(recs: list[dict], seed: int = 0):
     ):
         for o in OBJECTIVES:
             runs = by_objective(recs, o, seed)
-            ok = [r for r in runs if not r["metrics"]["degenerate"]]
-            ax.plot([r["config"]["beta"] for r in ok], [r["metrics"][metric] for r in ok], **plotting.series(o))
-            bad = [r["config"]["beta"] for r in runs if r["metrics"]["degenerate"]]
+            ok = [r for r in runs if not r.degenerate]
+            ax.plot([r.beta for r in ok], [metric_of(r, metric) for r in ok], **plotting.series(o))
+            bad = [r.beta for r in runs if r.degenerate]
             if bad:
                 ax.plot(bad, [ax.get_ylim()[0]] * len(bad), linestyle="none", marker="X", markersize=9,
                         color=plotting.series(o)["color"], label=f"{o}: degenerate")
         if sft is not None:
-            ax.axhline(sft["metrics"][metric], **plotting.series("sft"))
+            ax.axhline(metric_of(sft, metric), **plotting.series("sft"))
         plotting.beta_axis(ax, label=r"$\beta$ (larger = closer to the reference)")
         ax.set_ylabel(ylabel)
     axes[0].legend(loc="upper center", bbox_to_anchor=(1.1, -0.2), ncol=2)
@@ -319,8 +242,6 @@ def plot_sweeps(recs: list[dict], seed: int = 0):
 
 def plot_figure3(eos: pd.DataFrame):
     """Our Figure 3: grouped bars of the EOS ``value`` and ``difference`` per objective (:func:`eos_table`)."""
-    from .. import plotting
-
     fig, ax = plotting.figure()
     names = [o for o in OBJECTIVES if METHOD_LABELS[o] in eos.index]
     width = 0.8 / max(1, len(names))
@@ -340,27 +261,25 @@ def plot_figure3(eos: pd.DataFrame):
     return fig, ax
 
 
-def samples_table(recs: list[dict], index: int = 0) -> pd.DataFrame:
+def samples_table(recs: list[Record], index: int = 0) -> pd.DataFrame:
     """Tables 8-10's analogue: the outputs of SFT and of each objective's best-β model for one test prompt.
 
     ``index`` picks one of the test prompts every record keeps samples for (the first by default,
     a prompt nobody chose). Columns: ``model``, ``β``, ``response``, ``finished`` (emitted EOS),
     ``length (chars)``, ``gold`` (the task's gold score of this response).
     """
-    best = best_by_objective(recs)
-    chosen = [("sft", sft_record(recs))] + list(best.items())
+    chosen = [("sft", sft_record(recs)), *best_by_objective(recs).items()]
     rows, prompt = [], None
     for key, rec in chosen:
         if rec is None:
             continue
-        s = rec["metrics"]["samples"][index]
+        s = rec.metrics.samples[index]
         if prompt is not None and s["prompt"] != prompt:
             raise ValueError("records disagree on the sample prompts; were they produced in the same world?")
         prompt = s["prompt"]
-        beta = rec["config"]["beta"]
         rows.append({
             "model": METHOD_LABELS[key],
-            "β": "∞" if beta is None else f"{beta:g}",
+            "β": beta_label(rec.beta, sft="∞"),
             "response": s["response"],
             "finished": s["finished"],
             "length (chars)": len(s["response"]),
@@ -374,15 +293,16 @@ def samples_table(recs: list[dict], index: int = 0) -> pd.DataFrame:
 # --------------------------------------------------------------------------- claims
 
 
-def evidence(recs: list[dict], replicates: Callable | None = None) -> dict:
+def evidence(recs: list[Record], replicates: Replicates | None = None) -> dict:
     """Everything the RQ2 claims are measured from, computed once.
 
     Keys: ``student``, ``sft`` (record), ``best`` ({objective: record}), ``stats`` ({objective or
-    "sft": :func:`seed_stats` of LC}), ``eos`` (:func:`eos_table`), ``table3`` (:func:`table3`).
+    "sft": :class:`~dpolib.chapters.common.ArmStats` of LC over seeds}), ``eos`` (:func:`eos_table`),
+    ``table3`` (:func:`table3`). ``replicates`` finds an arm's records at every seed (tests pass a stub).
     """
     best = best_by_objective(recs)
     sft = sft_record(recs)
-    stats = {k: seed_stats(r, replicates=replicates) for k, r in [("sft", sft), *best.items()]}
+    stats = {k: arm_stats(r, "lc_win_rate", replicates) for k, r in [("sft", sft), *best.items()]}
     return {
         "student": student_of(recs),
         "sft": sft,
@@ -404,9 +324,9 @@ def _improve_on_sft(ev: dict) -> Measurement:
     why = _missing(ev, "sft", *OBJECTIVES)
     if why:
         return Measurement.missing(why)
-    sft = ev["stats"]["sft"]["mean"]
-    gains = {o: ev["stats"][o]["mean"] - sft for o in OBJECTIVES}
-    shown = ", ".join(f"{o} {ev['stats'][o]['mean']:.2f}" for o in OBJECTIVES) + f" vs SFT {sft:.2f}"
+    s: dict[str, ArmStats] = ev["stats"]
+    gains = {o: s[o].mean - s["sft"].mean for o in OBJECTIVES}
+    shown = ", ".join(f"{o} {s[o].mean:.2f}" for o in OBJECTIVES) + f" vs SFT {s['sft'].mean:.2f}"
     below = [o for o, g in gains.items() if g <= 0]
     note = "all three above SFT" if not below else "not above SFT: " + ", ".join(below)
     return Measurement(gains, not below, shown, note)
@@ -416,19 +336,19 @@ def _dpo_best(ev: dict) -> Measurement:
     why = _missing(ev, *OBJECTIVES)
     if why:
         return Measurement.missing(why)
-    s = ev["stats"]
-    rival = max(("probability", "likelihood"), key=lambda o: s[o]["mean"])
+    s: dict[str, ArmStats] = ev["stats"]
+    rival = max(("probability", "likelihood"), key=lambda o: s[o].mean)
     cmp = compare(s["dpo"], s[rival])
-    shown = ", ".join(f"{o} {s[o]['mean']:.2f}" for o in OBJECTIVES)
-    return Measurement(cmp["diff"], cmp["diff"] > 0, shown, f"DPO vs {rival}: {cmp['text']}")
+    shown = ", ".join(f"{o} {s[o].mean:.2f}" for o in OBJECTIVES)
+    return Measurement(cmp.diff, cmp.diff > 0, shown, f"DPO vs {rival}: {cmp.text}")
 
 
 def _longer(ev: dict) -> Measurement:
     why = _missing(ev, "dpo", "probability")
     if why:
         return Measurement.missing(why)
-    lp = ev["best"]["probability"]["metrics"]["mean_length_chars"]
-    ld = ev["best"]["dpo"]["metrics"]["mean_length_chars"]
+    lp = ev["best"]["probability"].metrics.mean_length_chars
+    ld = ev["best"]["dpo"].metrics.mean_length_chars
     ratio = lp / ld if ld else math.inf
     return Measurement(ratio, ratio >= LONGER_FACTOR, f"{lp:.1f} vs {ld:.1f} chars ({ratio:.2f}x)",
                        f"'much longer' read as at least {LONGER_FACTOR}x (the paper's ratio is 2.07x)")
@@ -467,7 +387,7 @@ def _probability_beta(ev: dict) -> Measurement:
     why = _missing(ev, "dpo", "probability")
     if why:
         return Measurement.missing(why)
-    bp, bd = ev["best"]["probability"]["config"]["beta"], ev["best"]["dpo"]["config"]["beta"]
+    bp, bd = ev["best"]["probability"].beta, ev["best"]["dpo"].beta
     return Measurement((bp, bd), bp > bd, f"probability {bp:g}, DPO {bd:g}")
 
 
@@ -554,18 +474,16 @@ def disagreements(card: pd.DataFrame, reasons: dict | None = None) -> str:
 
 def answer(ev: dict, card: pd.DataFrame) -> str:
     """The chapter's one-paragraph answer, computed from :func:`evidence` and the scorecard."""
-    from ..scorecard import verdict_counts
-
     best, s = ev["best"], ev["stats"]
     if any(best[o] is None for o in OBJECTIVES) or ev["sft"] is None:
         return "Some objective has no usable run at this profile; see the scorecard."
-    ordering = sorted(OBJECTIVES, key=lambda o: -s[o]["mean"])
+    ordering = sorted(OBJECTIVES, key=lambda o: -s[o].mean)
     winner = ordering[0]
     counts = verdict_counts(card)
     return (
-        f"In our lab world the best objective is {winner} ({s[winner]['mean']:.2f}), ahead of "
-        + " and ".join(f"{o} ({s[o]['mean']:.2f})" for o in ordering[1:])
-        + f"; the SFT model scores {s['sft']['mean']:.2f} (LC win rate, %). "
+        f"In our lab world the best objective is {winner} ({s[winner].mean:.2f}), ahead of "
+        + " and ".join(f"{o} ({s[o].mean:.2f})" for o in ordering[1:])
+        + f"; the SFT model scores {s['sft'].mean:.2f} (LC win rate, %). "
         + ("DPO with its SFT reference is best, as in the paper. " if winner == "dpo"
            else "Unlike the paper, DPO with its SFT reference is not best here. ")
         + f"{counts['agrees']} of the paper's {len(card)} RQ2 claims agree with our runs, {counts['disagrees']} "

@@ -2,7 +2,8 @@
 
 DPO's loss (Eq. 5) only sees the reference through ``log p_ref(y_w|x) - log p_ref(y_l|x)``; the
 policy is pulled towards ``p_ref · exp(r/β) / Z`` (the optimum of Eq. 1). RQ3 swaps the SFT model
-for a stronger reference and sweeps β ∈ {10, 1, 0.1, 0.01, 0.005} (:data:`dpolib.paper.RQ3_BETAS`):
+for a stronger reference and sweeps β over :data:`dpolib.experiments.config.BETAS` ``["rq3"]``
+(the paper's {10, 1, 0.1, 0.01, 0.005}):
 
 * ``self``: the student's own SFT model (Eq. 5 as in RQ1);
 * ``compatible``: the larger SFT model of the student's family (same tokenizer and pretraining
@@ -12,65 +13,40 @@ for a stronger reference and sweeps β ∈ {10, 1, 0.1, 0.01, 0.005} (:data:`dpo
 
 Appendix E regularises the student towards its own best RQ1 DPO model (``rq1-best``).
 
-The paper's open question (§7) is how to *measure* compatibility. :func:`measure_compatibility`
-computes, for every student and reference, on the validation split of the preference data:
-
-* ``logp_corr``: Pearson correlation of log p_s(y|x) and log p_ref(y|x) over all responses;
-* ``margin_corr``: the same for the pair margins log p(y_w|x) − log p(y_l|x), the only reference
-  quantity DPO uses;
-* ``kl``: a Monte-Carlo estimate of the sequence-level KL(p_s ‖ p_ref) =
-  E_{y∼p_s}[log p_s(y|x) − log p_ref(y|x)] (Eq. 2 with p_θ = p_s, the DPO start point), from one
-  sampled response per validation prompt (responses that end with EOS), with its standard error.
-  Each model scores the text with its own tokenizer, so the measure works across tokenizers.
-
-It is cached, with provenance, in ``results/lab/<profile>/compatibility.json`` and read back while
-the world's models are unchanged (their stage keys match). Everything else is a pure function of
-records, so the tests build synthetic records. Student names are read from the records.
+The records are those of the ``rq1``, ``rq3`` and ``appendix-e`` grids (:func:`load`). The paper's
+open question (§7), how to *measure* compatibility, is answered by the world
+(:mod:`dpolib.world.compatibility`, stored in ``results/lab/<profile>/compatibility.json`` with
+provenance); this chapter only reads that file (:func:`load_compatibility`). Everything else is a pure
+function of :class:`~dpolib.experiments.records.Record` s, so the tests build synthetic records.
+The best β of an arm is :func:`dpolib.experiments.records.best_record`; an arm's value over seeds is
+:func:`dpolib.chapters.common.arm_stats`.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
 
-from .. import paper
-from ..scorecard import Claim, Measurement
-from . import runner
-from .rq2 import compare, display, seed_stats
-from .stats import spearman
+from .. import paper, paths, plotting
+from ..experiments.config import BETAS
+from ..experiments.records import Record, load_grid, select
+from ..provenance import read_json
+from ..scorecard import Claim, Measurement, verdict_counts
+from ..stats import spearman
+from .common import arm_stats, best_record, compare, pm, student_label, students, sweep
 
 __all__ = [
-    "REFERENCES",
-    "REFERENCE_LABELS",
-    "PAPER_PAIRS",
-    "records",
-    "students",
-    "best",
-    "best_table",
-    "best_table_with_paper",
-    "sweep_table",
-    "gains",
-    "appendix_e_table",
-    "plot_sweeps",
-    "plot_appendix_e",
-    "compatibility_path",
-    "measure_compatibility",
-    "compatibility",
-    "compatibility_frame",
-    "plot_compatibility",
-    "reference_strength",
-    "evidence",
-    "claims",
-    "REASONS",
-    "answer",
+    "REFERENCES", "REFERENCE_LABELS", "PAPER_PAIRS", "GRIDS", "load", "pool", "appendix_e_reference", "best_table",
+    "best_table_with_paper", "sweep_table", "gains", "appendix_e_table", "plot_sweeps", "plot_appendix_e",
+    "load_compatibility", "compatibility_frame", "plot_compatibility", "reference_strength", "evidence", "claims",
+    "REASONS", "answer",
 ]
 
-#: The three references of RQ3 (the runner's names).
+#: The three references of RQ3 (the run configs' names).
 REFERENCES = ("self", "compatible", "incompatible")
 #: How each reference reads in tables and figures.
 REFERENCE_LABELS = {
@@ -83,113 +59,106 @@ PAPER_PAIRS = {
     "mistral-7b": {"self": "self", "compatible": "mistral-v0.2", "incompatible": "llama3"},
     "tulu-2-7b": {"self": "self", "compatible": "llama3", "incompatible": "mistral-v0.2"},
 }
+#: The grids this chapter reads: RQ1 (SFT rows, the self-reference sweep, App. E's reference), RQ3, App. E.
+GRIDS = ("rq1", "rq3", "appendix-e")
+
+#: ``record -> records of its arm at every seed`` (default: :func:`dpolib.experiments.records.replicates`).
+Replicates = Callable[[Record], list[Record]]
+Records = dict[str, list[Record]] | list[Record]
 
 
-def records(profile: str, workers: int = 2) -> dict[str, list[dict]]:
-    """The records of the ``rq1`` (SFT rows, self-reference sweep, App. E's reference), ``rq3`` and
-    ``appendix-e`` grids at ``profile``, read back when committed; only missing runs run."""
-    return {name: runner.run_grid(name, profile, workers=workers) for name in ("rq1", "rq3", "appendix-e")}
+def load(profile: str, root: Path | None = None, complete: bool = False) -> dict[str, list[Record]]:
+    """The committed records of :data:`GRIDS` at ``profile`` (reads only; ``complete``: see ``load_grid``)."""
+    return {name: load_grid(name, profile, root=root, complete=complete) for name in GRIDS}
 
 
-def _all(recs: dict | list) -> list[dict]:
-    if isinstance(recs, dict):
-        seen, out = set(), []
-        for rs in recs.values():
-            for r in rs:
-                key = r.get("key") or id(r)
-                if key not in seen:
-                    seen.add(key)
-                    out.append(r)
-        return out
-    return list(recs)
+def pool(recs: Records) -> list[Record]:
+    """The records of several grids as one list, each run once (RQ1 and RQ3 share self-reference runs)."""
+    if not isinstance(recs, dict):
+        return list(recs)
+    return list({r.config: r for rs in recs.values() for r in rs}.values())
 
 
-def students(recs: dict | list) -> list[str]:
-    """The students of the RQ3 records, in first-seen order."""
-    out: list[str] = []
-    for r in _all(recs):
-        s = r["config"]["student"]
-        if s not in out:
-            out.append(s)
-    return out
+def _sft(recs: Records, student: str, seed: int = 0) -> Record | None:
+    return next(iter(select(pool(recs), student=student, objective="sft", seed=seed)), None)
 
 
-def _sft(recs, student: str, seed: int = 0) -> dict | None:
-    return next((r for r in _all(recs) if r["config"]["objective"] == "sft" and r["config"]["student"] == student
-                 and r["config"]["seed"] == seed), None)
+def _best(recs: Records, student: str, reference: str, seed: int = 0) -> Record | None:
+    # for "self" this pools RQ1's and RQ3's sweeps (the paper's "self" column of Table 5 is RQ1's best)
+    return best_record(pool(recs), student=student, objective="dpo", reference=reference, seed=seed)
 
 
-def best(recs: dict | list, student: str, reference: str, metric: str = "lc_win_rate", seed: int = 0) -> dict | None:
-    """The best non-degenerate DPO record of ``student`` with ``reference`` over all β tried.
-
-    For ``self`` this pools RQ1's and RQ3's self-reference sweeps (the paper's "self" column of
-    Table 5 is RQ1's best); ``None`` when every run degenerated or none exists.
-    """
-    pool = [r for r in _all(recs) if r["config"]["seed"] == seed]
-    return runner.best_record(pool, metric=metric, student=student, objective="dpo", reference=reference)
+def _runs(recs: Records, student: str, reference: str, seed: int = 0) -> list[Record]:
+    return list(sweep(pool(recs), student, "dpo", reference, seed).values())
 
 
-def _runs(recs, student: str, reference: str, seed: int = 0) -> list[dict]:
-    return sorted(
-        [r for r in _all(recs) if r["config"]["objective"] == "dpo" and r["config"]["student"] == student
-         and r["config"]["reference"] == reference and r["config"]["seed"] == seed],
-        key=lambda r: -r["config"]["beta"],
-    )
+def appendix_e_reference(recs: Records, student: str, seed: int = 0) -> Record | None:
+    """App. E's reference as the runner picks it: :func:`best_record` over the student's RQ1-grid DPO runs."""
+    rq1 = [r for r in pool(recs) if r.beta in BETAS["rq1"]]
+    return best_record(rq1, student=student, objective="dpo", reference="self", seed=seed)
 
 
-def sweep_table(recs: dict | list, metric: str = "lc_win_rate", seed: int = 0, betas: Iterable[float] | None = None) -> pd.DataFrame:
+def _lc(record: Record | None) -> float:
+    return record.lc if record is not None else math.nan
+
+
+def _cell(record: Record | None, metric: str = "lc_win_rate"):
+    if record is None:
+        return math.nan
+    return "[degenerate]" if record.degenerate else getattr(record.metrics, metric)
+
+
+# --------------------------------------------------------------------------- tables
+
+
+def sweep_table(recs: Records, metric: str = "lc_win_rate", seed: int = 0, betas: Iterable[float] | None = None) -> pd.DataFrame:
     """Our Table 4: ``metric`` against β, one column per (student, reference); "[degenerate]" marked.
 
-    ``betas`` restricts the rows (default: RQ3's grid, :data:`dpolib.paper.RQ3_BETAS`).
+    ``betas`` restricts the rows (default: RQ3's grid, :data:`dpolib.experiments.config.BETAS` ``["rq3"]``).
     """
-    betas = list(betas or paper.RQ3_BETAS)
+    betas = list(betas or BETAS["rq3"])
     cols = {}
-    for s in students(recs):
+    for s in students(pool(recs)):
         for ref in REFERENCES:
-            runs = {r["config"]["beta"]: r for r in _runs(recs, s, ref, seed)}
-            cols[(display(s), ref)] = [
-                ("[degenerate]" if runs[b]["metrics"]["degenerate"] else runs[b]["metrics"][metric]) if b in runs else math.nan
-                for b in betas
-            ]
+            runs = sweep(pool(recs), s, "dpo", ref, seed)
+            cols[(student_label(s), ref)] = [_cell(runs.get(b), metric) for b in betas]
     df = pd.DataFrame(cols, index=pd.Index(betas, name="β"))
     df.columns = pd.MultiIndex.from_tuples(df.columns, names=["student", "reference"])
     return df
 
 
-def best_table(recs: dict | list, replicates: Callable | None = None) -> pd.DataFrame:
+def best_table(recs: Records, replicates: Replicates | None = None) -> pd.DataFrame:
     """Our Table 5: per student, the SFT model and the best score with each reference.
 
     Rows: students (display labels). Columns, per reference ``r``: ``r`` (best LC win rate of seed 0),
     ``r β`` (the β it was reached at), ``r seeds`` (mean ± sd over the headline seeds that exist).
     """
-    from .rq2 import _pm
-
     rows = {}
-    for s in students(recs):
+    for s in students(pool(recs)):
         sft = _sft(recs, s)
-        row = {"original (SFT)": sft["metrics"]["lc_win_rate"] if sft else math.nan,
-               "original (SFT) seeds": _pm(seed_stats(sft, replicates=replicates)) if sft else "n/a"}
+        row = {"original (SFT)": _lc(sft),
+               "original (SFT) seeds": pm(arm_stats(sft, replicates_of=replicates)) if sft else "n/a"}
         for ref in REFERENCES:
-            b = best(recs, s, ref)
-            row[ref] = b["metrics"]["lc_win_rate"] if b else math.nan
-            row[f"{ref} β"] = b["config"]["beta"] if b else math.nan
-            row[f"{ref} seeds"] = _pm(seed_stats(b, replicates=replicates)) if b else "n/a (all degenerate or absent)"
-        rows[display(s)] = row
+            b = _best(recs, s, ref)
+            row[ref] = _lc(b)
+            row[f"{ref} β"] = b.beta if b else math.nan
+            row[f"{ref} seeds"] = pm(arm_stats(b, replicates_of=replicates)) if b else "n/a (all degenerate or absent)"
+        rows[student_label(s)] = row
     df = pd.DataFrame.from_dict(rows, orient="index")
     df.index.name = "student"
     return df
 
 
-def best_table_with_paper(recs: dict | list) -> pd.DataFrame:
+def best_table_with_paper(recs: Records, replicates: Replicates | None = None) -> pd.DataFrame:
     """Table 5 in roles: ours (best LC and β per reference) beside the paper's (quoted) numbers.
 
     The paper's columns are mapped to roles by :data:`PAPER_PAIRS` (mistral-v0.2 is the compatible
     reference of mistral-7b and the incompatible one of tulu-2-7b; llama3 the reverse, §6).
     """
-    ours = best_table(recs)
+    ours = best_table(recs, replicates)
     rows = []
     for s in ours.index:
-        rows.append({("who", ""): f"ours: {s}", **{("original (SFT)", ""): ours.loc[s, "original (SFT)"]},
+        rows.append({("who", ""): f"ours: {s}", ("original (SFT)", ""): ours.loc[s, "original (SFT)"],
                      **{(ref, "score"): ours.loc[s, ref] for ref in REFERENCES},
                      **{(ref, "β"): ours.loc[s, f"{ref} β"] for ref in REFERENCES}})
     t4 = paper.TABLE4.sweep()
@@ -208,53 +177,53 @@ def best_table_with_paper(recs: dict | list) -> pd.DataFrame:
     return df
 
 
-def gains(recs: dict | list, replicates: Callable | None = None) -> pd.DataFrame:
+def gains(recs: Records, replicates: Replicates | None = None) -> pd.DataFrame:
     """The gain of each reference over the self reference: best LC(r) − best LC(self), per student.
 
-    Columns: ``student``, ``reference``, ``best``, ``best β``, ``gain vs self``, ``gain vs SFT``,
-    ``seed note`` (whether the difference to self lies within the seed-to-seed spread, :func:`dpolib.chapters.rq2.compare`).
+    Columns: ``student``, ``reference``, ``best`` (mean over seeds), ``best β``, ``gain vs self``,
+    ``gain vs SFT``, ``seed note`` and ``within spread`` (whether the difference to self lies within
+    the seed-to-seed spread, :func:`dpolib.chapters.common.compare`).
     """
     rows = []
-    for s in students(recs):
+    for s in students(pool(recs)):
         sft = _sft(recs, s)
-        b_self = best(recs, s, "self")
-        st_self = seed_stats(b_self, replicates=replicates)
+        st_self = arm_stats(_best(recs, s, "self"), replicates_of=replicates)
         for ref in REFERENCES:
-            b = best(recs, s, ref)
-            st = seed_stats(b, replicates=replicates)
+            b = _best(recs, s, ref)
+            st = arm_stats(b, replicates_of=replicates)
+            cmp = None if ref == "self" else compare(st, st_self)
             rows.append({
                 "student": s,
                 "reference": ref,
-                "best": st["mean"],
-                "best β": b["config"]["beta"] if b else math.nan,
-                "gain vs self": st["mean"] - st_self["mean"],
-                "gain vs SFT": st["mean"] - (sft["metrics"]["lc_win_rate"] if sft else math.nan),
-                "seed note": "" if ref == "self" else compare(st, st_self)["text"],
-                "within spread": None if ref == "self" else compare(st, st_self)["within_spread"],
+                "best": st.mean,
+                "best β": b.beta if b else math.nan,
+                "gain vs self": st.mean - st_self.mean,
+                "gain vs SFT": st.mean - _lc(sft),
+                "seed note": cmp.text if cmp else "",
+                "within spread": cmp.within_spread if cmp else None,
             })
     return pd.DataFrame(rows)
 
 
-def appendix_e_table(recs: dict | list, seed: int = 0) -> pd.DataFrame:
+def appendix_e_table(recs: Records, seed: int = 0) -> pd.DataFrame:
     """Our Table 7: the student regularised to its best RQ1 DPO model, against β, beside the paper's.
 
-    The first row is the reference itself (the RQ1 record with the best LC win rate); columns are
-    ours (score; "[degenerate]" where so) and the paper's (quoted; mistral-7b with its β = 0.01 DPO
-    model as reference).
+    The first row is the reference itself (:func:`appendix_e_reference`); columns are ours (score;
+    "[degenerate]" where so) and the paper's (quoted; mistral-7b with its β = 0.01 DPO model as reference).
     """
     rows, index = [], []
     t7 = paper.TABLE7
     col = t7.columns[0]
-    for s in students(recs):
+    for s in students(pool(recs)):
         runs = _runs(recs, s, "rq1-best", seed)
         if not runs:
             continue
-        ref = _rq1_best(recs, s, seed)
-        index.append(f"reference: RQ1 best (β = {ref['config']['beta']:g})" if ref else "reference: RQ1 best")
-        rows.append({("ours", display(s)): ref["metrics"]["lc_win_rate"] if ref else math.nan})
+        ref = appendix_e_reference(recs, s, seed)
+        index.append(f"reference: RQ1 best (β = {ref.beta:g})" if ref else "reference: RQ1 best")
+        rows.append({("ours", student_label(s)): _lc(ref)})
         for r in runs:
-            index.append(f"{r['config']['beta']:g}")
-            rows.append({("ours", display(s)): "[degenerate]" if r["metrics"]["degenerate"] else r["metrics"]["lc_win_rate"]})
+            index.append(f"{r.beta:g}")
+            rows.append({("ours", student_label(s)): _cell(r)})
     if not rows:
         return pd.DataFrame()
     df = pd.DataFrame(rows, index=index).groupby(level=0, sort=False).first()
@@ -265,62 +234,50 @@ def appendix_e_table(recs: dict | list, seed: int = 0) -> pd.DataFrame:
     return df
 
 
-def _rq1_best(recs, student: str, seed: int = 0) -> dict | None:
-    """App. E's reference: the best RQ1 DPO (self-reference) record, as the runner picks it."""
-    betas = {c.beta for c in runner.grid("rq1", "cpu") if c.objective == "dpo"}  # the grid is the same at every profile
-    rq1 = [r for r in _all(recs) if r["config"]["seed"] == seed and r["config"]["reference"] == "self"
-           and r["config"]["beta"] in betas]
-    return runner.best_record(rq1, student=student, objective="dpo")
-
-
 # --------------------------------------------------------------------------- figures
 
 
-def plot_sweeps(recs: dict | list, seed: int = 0):
+def plot_sweeps(recs: Records, seed: int = 0):
     """One panel per student: LC win rate against β for each reference, SFT dashed (our Table 4 as a figure)."""
-    from .. import plotting
-
-    ss = students(recs)
+    ss = students(pool(recs))
     fig, axes = plotting.figure(ncols=len(ss), sharey=True)
     axes = np.atleast_1d(axes)
     for ax, s in zip(axes, ss):
         for ref in REFERENCES:
-            runs = [r for r in _runs(recs, s, ref, seed) if r["config"]["beta"] in paper.RQ3_BETAS]
-            ok = [r for r in runs if not r["metrics"]["degenerate"]]
+            runs = [r for r in _runs(recs, s, ref, seed) if r.beta in BETAS["rq3"]]
+            ok = [r for r in runs if not r.degenerate]
             style = plotting.series(ref, label=REFERENCE_LABELS[ref])
-            ax.plot([r["config"]["beta"] for r in ok], [r["metrics"]["lc_win_rate"] for r in ok], **style)
-            bad = [r["config"]["beta"] for r in runs if r["metrics"]["degenerate"]]
+            ax.plot([r.beta for r in ok], [r.lc for r in ok], **style)
+            bad = [r.beta for r in runs if r.degenerate]
             if bad:
                 ax.plot(bad, [0] * len(bad), linestyle="none", marker="X", markersize=9, color=style["color"],
                         label=f"{ref}: degenerate")
         sft = _sft(recs, s, seed)
         if sft:
-            ax.axhline(sft["metrics"]["lc_win_rate"], **plotting.series("sft"))
+            ax.axhline(sft.lc, **plotting.series("sft"))
         plotting.beta_axis(ax, label=r"$\beta$ (larger = closer to the reference)")
-        ax.set_title(f"student: {display(s)}", fontsize=9)
+        ax.set_title(f"student: {student_label(s)}", fontsize=9)
     axes[0].set_ylabel("LC win rate vs baseline (%)")
     axes[0].legend(loc="upper center", bbox_to_anchor=(0.5 * len(ss) + 0.05 * (len(ss) - 1), -0.18), ncol=2)
     return fig, axes
 
 
-def plot_appendix_e(recs: dict | list, seed: int = 0):
-    """Appendix E: LC win rate against β with the student's best RQ1 model as reference; the reference dashed."""
-    from .. import plotting
-
+def plot_appendix_e(recs: Records, seed: int = 0):
+    """Appendix E: LC win rate against β with the student's best RQ1 model as reference; the reference dotted."""
     fig, ax = plotting.figure()
-    for s in students(recs):
-        runs = [r for r in _runs(recs, s, "rq1-best", seed) if not r["metrics"]["degenerate"]]
+    for s in students(pool(recs)):
+        runs = [r for r in _runs(recs, s, "rq1-best", seed) if not r.degenerate]
         if not runs:
             continue
-        line, = ax.plot([r["config"]["beta"] for r in runs], [r["metrics"]["lc_win_rate"] for r in runs],
-                        **plotting.series("dpo", label=f"{display(s)}, reference = its best RQ1 model"))
-        ref = _rq1_best(recs, s, seed)
+        line, = ax.plot([r.beta for r in runs], [r.lc for r in runs],
+                        **plotting.series("dpo", label=f"{student_label(s)}, reference = its best RQ1 model"))
+        ref = appendix_e_reference(recs, s, seed)
         if ref:
-            ax.axhline(ref["metrics"]["lc_win_rate"], color=line.get_color(), linestyle=":",
-                       label=f"the reference itself (RQ1 best, β = {ref['config']['beta']:g})")
+            ax.axhline(ref.lc, color=line.get_color(), linestyle=":",
+                       label=f"the reference itself (RQ1 best, β = {ref.beta:g})")
         sft = _sft(recs, s, seed)
         if sft:
-            ax.axhline(sft["metrics"]["lc_win_rate"], **plotting.series("sft"))
+            ax.axhline(sft.lc, **plotting.series("sft"))
     plotting.beta_axis(ax, label=r"$\beta$ (larger = closer to the reference)")
     ax.set_ylabel("LC win rate vs baseline (%)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1)
@@ -330,125 +287,14 @@ def plot_appendix_e(recs: dict | list, seed: int = 0):
 # --------------------------------------------------------------------------- compatibility
 
 
-def compatibility_path(profile: str, root: Path | None = None) -> Path:
-    """``results/lab/<profile>/compatibility.json``."""
-    return (root or runner.results_root()) / profile / "compatibility.json"
+def load_compatibility(profile: str, root: Path | None = None) -> dict | None:
+    """The stored compatibility measures of ``profile`` (``results/lab/<profile>/compatibility.json``), or ``None``.
 
-
-def _families() -> list[str]:
-    from .families import FAMILIES
-
-    return list(FAMILIES)
-
-
-def _reference_model(student: str, reference: str) -> tuple[str, str]:
-    """``(family, size)`` of the SFT model that plays ``reference`` for ``student`` (as the runner builds it)."""
-    if reference == "self":
-        return student, "small"
-    if reference == "compatible":
-        return student, "large"
-    if reference == "incompatible":
-        others = [f for f in _families() if f != student]
-        if len(others) != 1:
-            raise ValueError(f"expected exactly two families, got {_families()}")
-        return others[0], "large"
-    raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
-
-
-def _world_keys(profile: str) -> dict[str, str]:
-    from .pretrain import stage_key
-    from .profiles import get_profile
-
-    p = get_profile(profile)
-    return {f"{f}/{size}": stage_key(f, size, "sft", p) for f in _families() for size in ("small", "large")}
-
-
-def measure_compatibility(profile: str, sample_seed: int = 0) -> dict:
-    """Measure every student-reference pair's compatibility (see the module docstring); no caching.
-
-    Returns ``{"measures": {student: {reference: {logp_corr, margin_corr, kl, kl_se, kl_n, ...}}},
-    "world": stage keys of the models, "provenance": ...}``.
+    Written, with provenance and the stage keys of the models measured, by
+    :func:`dpolib.world.compatibility.write_compatibility` (``python -m dpolib.experiments world``).
     """
-    import torch
-
-    from ..provenance import provenance
-    from ..references import ModelReference
-    from . import data, evaluate, pretrain
-    from .profiles import get_profile
-
-    t0 = time.perf_counter()
-    p = get_profile(profile)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        val = data.build_preference_data(p)["validation"]
-        prompts = list(val["prompt"])
-        n = len(prompts)
-        models = {}
-        for f in _families():
-            for size in ("small", "large"):
-                models[(f, size)] = ModelReference.from_pretrained(
-                    pretrain.model_dir(f, size, "sft", p), max_length=p.max_length, progress=False
-                )
-        pair_logps = {k: m.logps(prompts + prompts, list(val["chosen"]) + list(val["rejected"])) for k, m in models.items()}
-        out: dict = {}
-        for s in _families():
-            student = models[(s, "small")]
-            settings = evaluate.GenerationSettings(max_new_tokens=p.max_new_tokens, do_sample=True, seed=sample_seed,
-                                                   batch_size=p.eval_batch_size)
-            gens = evaluate.generate(student.model, student.tokenizer, prompts, settings)
-            keep = [i for i, g in enumerate(gens) if g.finished]
-            sp = [prompts[i] for i in keep]
-            sr = [[{"role": "assistant", "content": gens[i].text}] for i in keep]
-            own = student.logps(sp, sr)
-            out[s] = {}
-            for ref in REFERENCES:
-                a, b = pair_logps[(s, "small")], pair_logps[_reference_model(s, ref)]
-                log_ratio = (own - models[_reference_model(s, ref)].logps(sp, sr)).numpy()
-                lengths = np.array([len(gens[i].text) + 1 for i in keep], float)
-                out[s][ref] = {
-                    "reference_model": "/".join(_reference_model(s, ref)),
-                    "logp_corr": float(np.corrcoef(a.numpy(), b.numpy())[0, 1]),
-                    "margin_corr": float(np.corrcoef((a[:n] - a[n:]).numpy(), (b[:n] - b[n:]).numpy())[0, 1]),
-                    "kl": float(log_ratio.mean()),
-                    "kl_se": float(log_ratio.std(ddof=1) / math.sqrt(len(log_ratio))) if len(log_ratio) > 1 else math.nan,
-                    "kl_per_char": float(log_ratio.sum() / lengths.sum()),
-                    "kl_n": len(keep),
-                    "n_samples": n,
-                }
-    finally:
-        torch.set_num_threads(before)
-    return {
-        "profile": profile,
-        "split": "validation",
-        "world": _world_keys(profile),
-        "measures": out,
-        "provenance": provenance(wall_time_s=time.perf_counter() - t0, seed=sample_seed),
-    }
-
-
-def compatibility(profile: str, compute: bool = True, root: Path | None = None) -> dict | None:
-    """The cached compatibility measures of ``profile`` (:func:`measure_compatibility`).
-
-    Read back from :func:`compatibility_path` when its models' stage keys match the current world;
-    otherwise measured and written (``compute=True``) or ``None`` (``compute=False``).
-    """
-    from ..provenance import read_json, write_json
-
-    path = compatibility_path(profile, root)
-    if path.exists():
-        cached = read_json(path)
-        try:
-            fresh = cached.get("world") == _world_keys(profile)
-        except Exception:  # a profile whose models are not the lab's families (e.g. hub models)
-            fresh = True
-        if fresh:
-            return cached
-    if not compute:
-        return None
-    result = measure_compatibility(profile)
-    write_json(path, result)
-    return result
+    path = Path(root or paths.results_root()) / profile / "compatibility.json"
+    return read_json(path) if path.exists() else None
 
 
 def compatibility_frame(compat: dict | None, gain: pd.DataFrame) -> pd.DataFrame:
@@ -472,8 +318,6 @@ def compatibility_frame(compat: dict | None, gain: pd.DataFrame) -> pd.DataFrame
 
 def plot_compatibility(frame: pd.DataFrame, measure: str = "logp_corr"):
     """The gain of each reference over self against a compatibility measure; one marker per reference."""
-    from .. import plotting
-
     fig, ax = plotting.figure()
     for ref in REFERENCES:
         sub = frame[frame["reference"] == ref]
@@ -481,7 +325,7 @@ def plot_compatibility(frame: pd.DataFrame, measure: str = "logp_corr"):
         ax.plot(sub[measure], sub["gain vs self"], linestyle="none", markersize=9,
                 **{k: v for k, v in style.items() if k != "linestyle"})
         for _, r in sub.iterrows() if ref != "self" else []:
-            ax.annotate(display(r["student"]).split(" ")[0], (r[measure], r["gain vs self"]), textcoords="offset points",
+            ax.annotate(r["student"], (r[measure], r["gain vs self"]), textcoords="offset points",
                         xytext=(6, 4), fontsize=8)
         if measure == "kl":
             ax.errorbar(sub["kl"], sub["gain vs self"], xerr=1.96 * sub["kl_se"], linestyle="none", color=style["color"])
@@ -497,24 +341,26 @@ def plot_compatibility(frame: pd.DataFrame, measure: str = "logp_corr"):
 def reference_strength(profile: str, root: Path | None = None) -> pd.DataFrame:
     """How strong each SFT model is on its own: mean gold score of its greedy outputs on test prompts.
 
-    Read from the world report ``results/lab/world_report_<profile>.json`` (``sft_quality``, written with
-    its commit and date by :func:`dpolib.world.report.write_world_report`); empty when there is none.
+    Read from the world report ``results/lab/world_report_<profile>.json`` (``sft_quality``, keyed
+    ``family/size``, written with its commit and date by :func:`dpolib.world.report.write_world_report`);
+    empty when there is none. The roles are the cpu backend's: ``self`` = the student's ``small`` model,
+    ``compatible`` = its family's ``large`` one, ``incompatible`` = the other family's ``large`` one.
     """
-    from ..provenance import read_json
-
-    path = (root or runner.results_root()) / f"world_report_{profile}.json"
+    path = Path(root or paths.results_root()) / f"world_report_{profile}.json"
     if not path.exists():
         return pd.DataFrame()
     report = read_json(path)
     quality = report.get("sft_quality", {})
+    families = list(dict.fromkeys(k.split("/")[0] for k in quality))
     rows = []
-    for s in _families():
-        own = quality.get(f"{s}/small", {}).get("mean_gold", math.nan)
+    for s in families:
+        others = [f for f in families if f != s]
+        models = {"self": f"{s}/small", "compatible": f"{s}/large",
+                  "incompatible": f"{others[0]}/large" if len(others) == 1 else ""}
         for ref in REFERENCES:
-            model = "/".join(_reference_model(s, ref))
-            rows.append({"student": s, "reference": ref, "reference model": model,
-                         "reference mean gold": quality.get(model, {}).get("mean_gold", math.nan),
-                         "student mean gold": own})
+            rows.append({"student": s, "reference": ref, "reference model": models[ref],
+                         "reference mean gold": quality.get(models[ref], {}).get("mean_gold", math.nan),
+                         "student mean gold": quality.get(f"{s}/small", {}).get("mean_gold", math.nan)})
     df = pd.DataFrame(rows)
     df.attrs["source"] = f"{path.name} (commit {str(report.get('git_commit', '?'))[:8]}, {report.get('date', '?')})"
     return df
@@ -523,25 +369,23 @@ def reference_strength(profile: str, root: Path | None = None) -> pd.DataFrame:
 # --------------------------------------------------------------------------- claims
 
 
-def evidence(recs: dict | list, compat: dict | None = None, replicates: Callable | None = None) -> dict:
+def evidence(recs: Records, compat: dict | None = None, replicates: Replicates | None = None) -> dict:
     """Everything the RQ3 and App. E claims are measured from.
 
     Keys: ``students``, ``gains`` (:func:`gains`), ``sft`` ({student: LC}), ``compat``
-    (:func:`compatibility_frame`), ``appendix_e`` ({student: {best, best_beta, reference, reference_beta}}).
+    (:func:`compatibility_frame` of ``compat``, :func:`load_compatibility`'s dict), ``appendix_e``
+    ({student: {best, best_beta, reference, reference_beta, n_runs}}).
     """
     g = gains(recs, replicates=replicates)
+    ss = students(pool(recs))
     app = {}
-    for s in students(recs):
-        b = best(recs, s, "rq1-best")
-        ref = _rq1_best(recs, s)
+    for s in ss:
+        b, ref = _best(recs, s, "rq1-best"), appendix_e_reference(recs, s)
         if b is not None and ref is not None:
-            app[s] = {"best": b["metrics"]["lc_win_rate"], "best_beta": b["config"]["beta"],
-                      "reference": ref["metrics"]["lc_win_rate"], "reference_beta": ref["config"]["beta"],
+            app[s] = {"best": b.lc, "best_beta": b.beta, "reference": ref.lc, "reference_beta": ref.beta,
                       "n_runs": len(_runs(recs, s, "rq1-best"))}
-    sft = {s: (_sft(recs, s) or {}).get("metrics", {}).get("lc_win_rate", math.nan) for s in students(recs)}
-    return {"students": students(recs), "gains": g, "sft": sft, "compat": compatibility_frame(compat, g), "appendix_e": app}
-
-
+    sft = {s: _lc(_sft(recs, s)) for s in ss}
+    return {"students": ss, "gains": g, "sft": sft, "compat": compatibility_frame(compat, g), "appendix_e": app}
 def _row(ev, student, ref):
     g = ev["gains"]
     sub = g[(g["student"] == student) & (g["reference"] == ref)]
@@ -587,7 +431,7 @@ def _beta_larger(ev) -> Measurement:
         return m
     pairs = {s: (_row(ev, s, "compatible")["best β"], _row(ev, s, "self")["best β"]) for s in ev["students"]}
     shown = "; ".join(f"{s}: {c:g} vs self {b:g}" for s, (c, b) in pairs.items())
-    top = max(paper.RQ3_BETAS)
+    top = max(BETAS["rq3"])
     at_top = [s for s, (_, b) in pairs.items() if b >= top]
     note = "best β over the pooled RQ1 and RQ3 grids (self) and the RQ3 grid (compatible)"
     if at_top:
@@ -623,7 +467,7 @@ def _compat_predicts(ev, measure: str = "logp_corr") -> Measurement:
     f = ev["compat"]
     f = f[f["reference"] != "self"].dropna(subset=[measure, "gain vs self"])
     if len(f) < 2:
-        return Measurement.missing("no compatibility measures (run rq3.compatibility) or too few references")
+        return Measurement.missing("no compatibility measures (python -m dpolib.experiments world writes them) or too few references")
     within = []
     for s, sub in f.groupby("student"):
         if len(sub) == 2:
@@ -723,8 +567,6 @@ REASONS = {
 
 def answer(ev: dict, card: pd.DataFrame) -> str:
     """The chapter's one-paragraph answer, computed from :func:`evidence` and the scorecard."""
-    from ..scorecard import verdict_counts
-
     g = ev["gains"]
     parts = []
     for s in ev["students"]:
@@ -736,7 +578,7 @@ def answer(ev: dict, card: pd.DataFrame) -> str:
             else:
                 cells.append(f"the {ref} reference changes the best score by {row['gain vs self'].iloc[0]:+.2f} "
                              f"(at β = {row['best β'].iloc[0]:g})")
-        parts.append(f"for {display(s)}, " + " and ".join(cells))
+        parts.append(f"for {student_label(s)}, " + " and ".join(cells))
     verdict = card.set_index("id")["verdict"]
     counts = verdict_counts(card)
     pattern = {
@@ -748,25 +590,3 @@ def answer(ev: dict, card: pd.DataFrame) -> str:
         + pattern + f"{counts['agrees']} of the {len(card)} claims agree, {counts['disagrees']} disagree and "
         f"{counts['not tested']} cannot be tested here."
     )
-
-
-def _main(argv=None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Measure and cache student-reference compatibility (RQ3).")
-    parser.add_argument("--profile", default="cpu")
-    parser.add_argument("--force", action="store_true", help="remeasure even when a fresh cache exists")
-    args = parser.parse_args(argv)
-    if args.force and compatibility_path(args.profile).exists():
-        compatibility_path(args.profile).unlink()
-    result = compatibility(args.profile)
-    print(compatibility_path(args.profile))
-    for s, refs in result["measures"].items():
-        for ref, m in refs.items():
-            print(f"{s:>8} {ref:>12}: logp_corr {m['logp_corr']:.3f} margin_corr {m['margin_corr']:.3f} "
-                  f"KL {m['kl']:.2f} ± {m['kl_se']:.2f} (n={m['kl_n']})")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())
