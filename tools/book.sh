@@ -7,21 +7,33 @@
 #   tools/book.sh --student  student build, solutions stripped (hide_solutions) -> _build/student/_build/html/index.html
 #   tools/book.sh --pdf      PDF through LaTeX (xelatex + latexmk)            -> _build/latex/book.pdf
 #                            without LaTeX it says what to install and exits 2 (nothing is built).
+#   tools/book.sh --rerun    (with any of the above) execute every chapter again: forget the execution cache and
+#                            Sphinx's saved state first. Use it after switching between a CPU and a GPU machine.
 # Further arguments go to `jupyter-book build` (e.g. --all to re-read every page).
 #
 # Chapters are executed through Jupyter Book's cache (_build/.jupyter_cache): an unchanged chapter is not re-run,
-# so an unchanged rebuild takes seconds. `rm -rf _build` starts from scratch. The cache is keyed on a chapter's
-# code, not on the scale profile: after switching machines (CPU <-> GPU) remove _build/.jupyter_cache.
+# so an unchanged rebuild takes seconds. The cache is keyed on a chapter's code, not on the scale profile, and
+# Sphinx's saved state (_build/.doctrees) marks unchanged chapters as up to date: after switching machines
+# (CPU <-> GPU) build with --rerun. The status page says which chapters this build executed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 mode=html
-case "${1:-}" in
-  --student) mode=student; shift ;;
-  --pdf) mode=pdf; shift ;;
-  --html) shift ;;
-  -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
-esac
+rerun=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --student) mode=student; shift ;;
+    --pdf) mode=pdf; shift ;;
+    --html) shift ;;
+    --rerun) rerun=1; shift ;;
+    -h|--help) sed -n '2,/^set -e/{/^#/p}' "$0"; exit 0 ;;
+    *) break ;;
+  esac
+done
+if [ "$rerun" = 1 ]; then
+  echo "[book] --rerun: forgetting the execution cache and the saved build state; every chapter executes again"
+  rm -rf _build/.jupyter_cache _build/.doctrees _build/student/_build/.doctrees
+fi
 
 if [ "$mode" = pdf ]; then
   missing=()
