@@ -2,7 +2,7 @@
 
 Examples::
 
-    python -m dpolib.experiments world --profile cpu               # build the CPU world, write its report
+    python -m dpolib.experiments world --profile cpu               # build the CPU world; write its report and compatibility
     python -m dpolib.experiments run --grid rq1 --profile cpu --workers 2
     python -m dpolib.experiments run --grid all --profile smoke
     python -m dpolib.experiments show --grid rq1 --profile cpu     # print the grid's table
@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     commands = {
-        "world": sub.add_parser("world", help="build a profile's world (cpu: models, data, report; gpu: the student)"),
+        "world": sub.add_parser("world", help="build a profile's world (cpu: models, data, report, compatibility; "
+                                              "gpu: the student)"),
         "run": sub.add_parser("run", help="run (or read back) a named grid"),
         "show": sub.add_parser("show", help="print a named grid's records"),
     }
@@ -119,10 +120,12 @@ def main(argv: list[str] | None = None) -> int:
 
             where = build_student(backend.profile, progress=True)
         else:
+            from ..world.compatibility import write_compatibility
             from ..world.report import write_world_report
 
             write_world_report(backend.profile)
-            where = f"results/lab/world_report_{args.profile}.json"
+            compatibility = write_compatibility(backend.profile)
+            where = f"results/lab/world_report_{args.profile}.json and {compatibility}"
         print(f"world for profile {args.profile!r} ready in {time.perf_counter() - t:.1f} s: {where}")
         return 0
 
