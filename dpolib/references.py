@@ -21,6 +21,17 @@ scalar per response, so references are *precomputed* once (:func:`precompute`)
 into TRL's columns ``ref_chosen_logps`` / ``ref_rejected_logps`` and cached on
 disk, as the paper's own code did: a β sweep scores each reference once, and no
 reference model is in memory during training.
+
+Beside the two columns, :func:`precompute` writes :data:`REF_SCORING_COLUMN`
+(``"ref_scoring"``): per row, a JSON string saying how the values were scored
+(reference name and fingerprint, tokenizer and chat template, ``max_length``,
+truncation side, how many responses were cut). :class:`dpolib.trl_bridge.PrecomputedRefDPOTrainer`
+reads it and refuses columns scored under a truncation other than the trainer's.
+
+The cache (``<cache_dir>/ref_logps/<key>.json``) is written atomically with a
+checksum, under a cross-process lock; a damaged or mismatched file, or one whose
+values fail a spot check against the reference, is moved aside with a warning and
+recomputed (:mod:`dpolib.provenance`).
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ import torch
 
 from .encoding import EncodedResponse, Prompt, Response, check_tokenizer, encode, encode_prior
 from .logprobs import ScoredResponses, check_lengths, score_encoded
+from .provenance import CorruptFileError, atomic_write_json, file_lock, quarantine, read_json, read_json_checked
 
 __all__ = [
     "Reference",
@@ -46,13 +58,20 @@ __all__ = [
     "precompute",
     "validate_preference_dataset",
     "default_cache_dir",
+    "scoring_record",
+    "tokenizer_fingerprint",
     "REF_COLUMNS",
+    "REF_SCORING_COLUMN",
 ]
 
 #: TRL's column names for precomputed reference log-probs.
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
+#: dpolib's column saying how the reference columns were scored (a JSON string per row).
+REF_SCORING_COLUMN = "ref_scoring"
 #: Bump when encoding/scoring changes so that old caches are not reused.
-_SCORING_VERSION = "1"
+_SCORING_VERSION = "2"
+#: Format of the files under ``<cache_dir>/ref_logps``.
+_CACHE_FORMAT = "dpolib.ref_logps/2"
 
 
 @runtime_checkable
@@ -85,19 +104,30 @@ def _check_pairs(prompts: Sequence, responses: Sequence) -> None:
         )
 
 
+def _tensor_bytes(t: torch.Tensor):
+    """The raw bytes of a tensor (any dtype, any device), as a numpy uint8 view on a CPU copy."""
+    return t.detach().contiguous().reshape(-1).view(torch.uint8).cpu().numpy()
+
+
 def _model_fingerprint(model) -> str:
-    """Config plus a float64 sum and abs-sum per parameter tensor: any weight update changes it."""
-    stats = []
+    """SHA-256 over every parameter and buffer: name, order, dtype, shape and exact bytes, plus the config.
+
+    Any change of a value (in place or not), of the order of rows, or of a dtype
+    changes it. Hashing reads every weight once (about 1 s per GB).
+    """
+    h = hashlib.sha256()
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            d = p.detach().double()
-            stats.append((name, tuple(p.shape), round(float(d.sum()), 9), round(float(d.abs().sum()), 9)))
+        for kind, named in (("param", model.named_parameters()), ("buffer", model.named_buffers())):
+            for name, t in named:
+                h.update(f"{kind}\0{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+                h.update(_tensor_bytes(t).data)
     config = model.config.to_dict() if hasattr(model, "config") else {}
     config = {k: v for k, v in config.items() if k not in ("_name_or_path", "transformers_version")}
-    return _sha(type(model).__name__, config, stats)
+    return _sha(type(model).__name__, config, h.hexdigest())
 
 
-def _tokenizer_fingerprint(tokenizer) -> str:
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hash of a tokenizer's class, vocabulary, chat template and BOS/EOS tokens."""
     vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
     return _sha(
         type(tokenizer).__name__,
@@ -106,6 +136,17 @@ def _tokenizer_fingerprint(tokenizer) -> str:
         tokenizer.bos_token,
         tokenizer.eos_token,
     )
+
+
+
+def _context_length(model) -> int | None:
+    """The longest sequence the model has positions for (``max_position_embeddings`` / ``n_positions``), if known."""
+    config = getattr(model, "config", None)
+    for attr in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(config, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 class ModelReference:
@@ -146,7 +187,6 @@ class ModelReference:
         self.max_tokens = max_tokens
         self.max_length = max_length
         self.progress = progress
-        self._fingerprint: str | None = None
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, gguf_file: str | None = None, dtype=None, device=None, **kwargs):
@@ -165,9 +205,34 @@ class ModelReference:
         return encode(self.tokenizer, prompt, response, row=row)
 
     def encode_all(self, prompts: Sequence[Prompt], responses: Sequence[Response]) -> list[EncodedResponse]:
+        """Encode and truncate to ``max_length`` (TRL's ``keep_start``).
+
+        Raises:
+            ValueError: a sequence longer than the model's context (it has no positions for it), naming the row.
+        """
         _check_pairs(prompts, responses)
         encoded = [self._encode(p, r, i) for i, (p, r) in enumerate(zip(prompts, responses))]
-        return check_lengths(encoded, self.max_length)
+        encoded = check_lengths(encoded, self.max_length)
+        context = _context_length(self.model)
+        if context is not None:
+            for row, enc in enumerate(encoded):
+                if len(enc.input_ids) > context:
+                    raise ValueError(
+                        f"row {row}: prompt + response is {len(enc.input_ids)} tokens, but the reference model "
+                        f"{self.name!r} has a context of {context} tokens (max_length={self.max_length}). Set "
+                        f"ModelReference(..., max_length=L) with L <= {context} and the same max_length in "
+                        "DPOConfig, so that reference and policy cut responses alike, or filter long pairs first."
+                    )
+        return encoded
+
+    def count_truncated(self, prompts: Sequence[Prompt], responses: Sequence[Response]) -> int:
+        """How many responses ``max_length`` cuts (0 when ``max_length`` is None)."""
+        if self.max_length is None:
+            return 0
+        _check_pairs(prompts, responses)
+        encoded = [self._encode(p, r, i) for i, (p, r) in enumerate(zip(prompts, responses))]
+        cut = check_lengths(encoded, self.max_length)
+        return sum(len(a.response_ids) != len(b.response_ids) for a, b in zip(encoded, cut))
 
     def score(self, prompts: Sequence[Prompt], responses: Sequence[Response], *, per_token: bool = False) -> ScoredResponses:
         """Sequence (and optionally per-token, Eq. 8) log-probs of the responses."""
@@ -193,15 +258,14 @@ class ModelReference:
         return self.score(prompts, responses).sequence_logps
 
     def fingerprint(self) -> str:
-        if self._fingerprint is None:
-            self._fingerprint = _sha(
-                _SCORING_VERSION,
-                type(self).__name__,
-                _model_fingerprint(self.model),
-                _tokenizer_fingerprint(self.tokenizer),
-                self.max_length,
-            )
-        return self._fingerprint
+        """A hash of weights (all values, order, dtypes), tokenizer, template, prior or not, ``max_length``; never memoised."""
+        return _sha(
+            _SCORING_VERSION,
+            type(self).__name__,
+            _model_fingerprint(self.model),
+            tokenizer_fingerprint(self.tokenizer),
+            self.max_length,
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
@@ -290,14 +354,19 @@ class CachedReference:
         return cls({_pair_key(p, r): float(v) for p, r, v in zip(prompts, responses, values)}, name or reference.name)
 
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"name": self.name, "table": self.table}))
-        return path
+        """Write the table atomically, with a checksum (:func:`dpolib.provenance.atomic_write_json`)."""
+        return atomic_write_json(path, {"name": self.name, "table": self.table})
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CachedReference":
-        data = json.loads(Path(path).read_text())
+        """Read a table written by :meth:`save` (its checksum verified when it has one).
+
+        Raises:
+            CorruptFileError: the file is empty, not JSON, fails its checksum or has no table.
+        """
+        data = read_json(path)
+        if not isinstance(data, dict) or not isinstance(data.get("table"), dict):
+            raise CorruptFileError(path, "no 'table' of (prompt, response) -> log-prob")
         return cls(data["table"], name=data.get("name", "cached"))
 
     def logps(self, prompts: Sequence[Prompt], responses: Sequence[Response]) -> torch.Tensor:
@@ -359,6 +428,87 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("DPOLIB_CACHE", Path.home() / ".cache" / "dpolib"))
 
 
+def _check_dataset_type(dataset) -> None:
+    """Refuse what is not a map-style ``datasets.Dataset``, saying how to make one."""
+    from datasets import Dataset, DatasetDict, IterableDataset, IterableDatasetDict
+
+    if isinstance(dataset, Dataset):
+        return
+    fixes = [
+        ((IterableDataset, IterableDatasetDict), "a streaming dataset cannot be scored into columns and cached; load "
+         "it without streaming=True, or materialise a part: datasets.Dataset.from_list(list(ds.take(n)))"),
+        (DatasetDict, "a DatasetDict holds splits; precompute each split, e.g. dataset['train']"),
+        ((list, tuple), "wrap a list of {'prompt', 'chosen', 'rejected'} dicts with datasets.Dataset.from_list(rows)"),
+        (dict, "wrap a dict of columns with datasets.Dataset.from_dict(columns)"),
+        (object, "build one with datasets.Dataset.from_list / from_dict / from_pandas (a DataFrame)"),
+    ]
+    fix = next(text for kind, text in fixes if isinstance(dataset, kind))
+    raise TypeError(f"precompute needs a datasets.Dataset with TRL's preference columns, got {type(dataset).__name__}: {fix}")
+
+
+def scoring_record(reference: Reference, fingerprint: str | None = None, truncated: int | None = None) -> dict:
+    """How a reference scores responses: what :data:`REF_SCORING_COLUMN` holds (as JSON) per row.
+
+    Keys: ``reference`` (name), ``kind`` (``"model"``, ``"prior"``, ``"constant"`` for
+    :class:`UniformReference`, else the class name), ``fingerprint``, ``tokenizer``
+    and ``template`` (hashes; None without a tokenizer), ``max_length`` and
+    ``truncation`` (``"keep_start"``; None without a tokenizer), and ``truncated``:
+    how many of the scored responses ``max_length`` cut (None if unknown).
+    """
+    tokenizer = getattr(reference, "tokenizer", None)
+    if isinstance(reference, ModelReference):
+        kind = "prior" if reference.prior else "model"
+    elif isinstance(reference, UniformReference):
+        kind = "constant"
+    else:
+        kind = type(reference).__name__
+    return {
+        "reference": reference.name,
+        "kind": kind,
+        "fingerprint": fingerprint if fingerprint is not None else reference.fingerprint(),
+        "tokenizer": tokenizer_fingerprint(tokenizer) if tokenizer is not None else None,
+        "template": _sha(getattr(tokenizer, "chat_template", None)) if tokenizer is not None else None,
+        "max_length": getattr(reference, "max_length", None),
+        "truncation": "keep_start" if tokenizer is not None else None,
+        "truncated": truncated if truncated is not None else (0 if kind == "constant" else None),
+    }
+
+
+def _tolerance(reference) -> tuple[float, float]:
+    """(absolute, relative) tolerance for re-scoring a row: batching changes float32 sums slightly, half precision more."""
+    dtype = next(getattr(reference, "model", torch.nn.Module()).parameters(), torch.empty(0, dtype=torch.float64)).dtype
+    return (0.5, 2e-2) if dtype in (torch.float16, torch.bfloat16) else (1e-2, 1e-3)
+
+
+def _read_cache(path: Path, key: str, n: int, reference: Reference, prompts, chosen_texts, rejected_texts, spot_check: int):
+    """The cached columns and scoring record, or :class:`CorruptFileError` saying what is wrong with the file."""
+    data = read_json_checked(path)
+    if data.get("format") != _CACHE_FORMAT or data.get("key") != key:
+        raise CorruptFileError(path, f"format {data.get('format')!r} / key {data.get('key')!r}, expected {_CACHE_FORMAT!r} / {key!r}")
+    try:
+        chosen = torch.tensor(data["chosen"], dtype=torch.float64)
+        rejected = torch.tensor(data["rejected"], dtype=torch.float64)
+        record = dict(data["scoring"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CorruptFileError(path, f"malformed contents ({e})") from None
+    if chosen.shape != (n,) or rejected.shape != (n,):
+        raise CorruptFileError(path, f"holds {tuple(chosen.shape)} / {tuple(rejected.shape)} values for a dataset of {n} rows")
+    if not bool(torch.isfinite(chosen).all() and torch.isfinite(rejected).all()):
+        raise CorruptFileError(path, "holds non-finite log-probs")
+    rows = sorted({round(i * (n - 1) / max(1, spot_check - 1)) for i in range(min(spot_check, n))})  # first, last, between
+    if rows:
+        p = [prompts[i] for i in rows]
+        fresh = reference.logps(p + p, [chosen_texts[i] for i in rows] + [rejected_texts[i] for i in rows])
+        cached = torch.cat([chosen[rows], rejected[rows]])
+        atol, rtol = _tolerance(reference)
+        bad = ((fresh - cached).abs() > atol + rtol * fresh.abs()).nonzero()
+        if len(bad):
+            j, which = int(bad[0, 0]), "chosen" if int(bad[0, 0]) < len(rows) else "rejected"
+            raise CorruptFileError(path, f"spot check failed: row {rows[j % len(rows)]} {which} is {cached[j].item():.6g} "
+                                   f"in the cache but {fresh[j].item():.6g} when re-scored with {reference.name!r}")
+    return chosen, rejected, record
+
+
 def precompute(
     dataset,
     reference: Reference,
@@ -366,46 +516,79 @@ def precompute(
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
     columns: tuple[str, str] = REF_COLUMNS,
+    spot_check: int = 3,
 ):
     """Add reference log-probs to a preference dataset, as TRL's ``ref_chosen_logps`` / ``ref_rejected_logps``.
 
     Chosen and rejected responses are scored together (sorted by length,
     batched; a progress bar shows while a model reference scores). The result is
-    cached under ``cache_dir/ref_logps/<key>.pt``, keyed by the reference's
-    fingerprint (weights, tokenizer, chat template, prior or not) and the
-    dataset's content, so a β sweep scores each reference once.
+    cached under ``cache_dir/ref_logps/<key>.json``, keyed by the reference's
+    fingerprint (weights, tokenizer, chat template, prior or not, ``max_length``) and
+    the dataset's content, so a β sweep scores each reference once.
+
+    The cache file is written atomically with a checksum, under a file lock (two
+    workers never score one key twice or read a half-written file). On a hit the
+    file is checked (checksum, shape, finiteness) and ``spot_check`` pairs (first,
+    last, evenly between) are re-scored with the reference; a file failing any
+    check is moved aside to ``*.corrupt`` with a :class:`~dpolib.provenance.CorruptFileWarning`
+    and recomputed.
+
+    Besides the two columns, :data:`REF_SCORING_COLUMN` is written: per row, the
+    JSON of :func:`scoring_record` (how the values were scored), which
+    :class:`~dpolib.trl_bridge.PrecomputedRefDPOTrainer` checks against its own truncation.
 
     Args:
         dataset: a ``datasets.Dataset`` with ``prompt``, ``chosen``, ``rejected``.
         reference: any :class:`Reference`.
         cache_dir: where to cache (default :func:`default_cache_dir`); ``use_cache=False`` skips it.
         columns: the two column names to write (TRL's by default).
+        spot_check: how many pairs to re-score on a cache hit (0: none).
 
     Returns:
-        The dataset with the two float columns (replacing them if present).
+        The dataset with the two float columns and the scoring column (replacing them if present).
+
+    Raises:
+        TypeError: ``dataset`` is not a ``datasets.Dataset`` (the message says how to make one) or
+            ``reference`` is not a :class:`Reference`.
+        ValueError: a missing column or empty response; a non-finite log-prob.
     """
     if not isinstance(reference, Reference):
         raise TypeError(f"reference must implement dpolib.references.Reference, got {type(reference).__name__}")
+    _check_dataset_type(dataset)
     validate_preference_dataset(dataset)
-    path = None
-    if use_cache:  # the key hashes the reference's weights: skip that pass when not caching
-        key = _sha(reference.fingerprint(), _dataset_fingerprint(dataset))
-        path = Path(cache_dir or default_cache_dir()) / "ref_logps" / f"{key}.pt"
-    if path is not None and path.exists():
-        saved = torch.load(path)
-        chosen, rejected = saved["chosen"], saved["rejected"]
+    n = len(dataset)
+    prompts = list(dataset["prompt"])
+    chosen_texts, rejected_texts = list(dataset["chosen"]), list(dataset["rejected"])
+
+    def score(fingerprint: str | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        values = reference.logps(prompts + prompts, chosen_texts + rejected_texts)
+        counter = getattr(reference, "count_truncated", None)
+        truncated = counter(prompts + prompts, chosen_texts + rejected_texts) if counter else None
+        return values[:n], values[n:], scoring_record(reference, fingerprint, truncated)
+
+    if not use_cache:
+        chosen, rejected, record = score(None)
     else:
-        n = len(dataset)
-        prompts = list(dataset["prompt"])
-        values = reference.logps(prompts + prompts, list(dataset["chosen"]) + list(dataset["rejected"]))
-        chosen, rejected = values[:n], values[n:]
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"chosen": chosen, "rejected": rejected, "reference": reference.name}, path)
+        fingerprint = reference.fingerprint()
+        key = _sha(_CACHE_FORMAT, fingerprint, _dataset_fingerprint(dataset))
+        path = Path(cache_dir or default_cache_dir()) / "ref_logps" / f"{key}.json"
+        with file_lock(path):
+            cached = None
+            if path.exists():
+                try:
+                    cached = _read_cache(path, key, n, reference, prompts, chosen_texts, rejected_texts, spot_check)
+                except CorruptFileError as e:
+                    quarantine(path, e.reason)
+            chosen, rejected, record = cached if cached is not None else score(fingerprint)
+            if cached is None and bool(torch.isfinite(chosen).all() and torch.isfinite(rejected).all()):
+                contents = dict(format=_CACHE_FORMAT, key=key, reference=reference.name, n=n, scoring=record)
+                atomic_write_json(path, {**contents, "chosen": chosen.tolist(), "rejected": rejected.tolist()})
     for name, values in zip(columns, (chosen, rejected)):
         bad = (~torch.isfinite(values)).nonzero()
         if len(bad):
             raise ValueError(f"reference {reference.name!r}: {name}[{int(bad[0, 0])}] is not finite")
-    out = dataset.remove_columns([c for c in columns if c in dataset.column_names])
+    drop = [c for c in (*columns, REF_SCORING_COLUMN) if c in dataset.column_names]
+    out = dataset.remove_columns(drop)
     out = out.add_column(columns[0], [float(v) for v in chosen])
-    return out.add_column(columns[1], [float(v) for v in rejected])
+    out = out.add_column(columns[1], [float(v) for v in rejected])
+    return out.add_column(REF_SCORING_COLUMN, [json.dumps(record, sort_keys=True)] * n)

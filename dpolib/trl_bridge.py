@@ -18,22 +18,40 @@ What we need and TRL 1.16 lacks:
    the metrics under TRL's names (``rewards/chosen``, ``rewards/rejected``,
    ``rewards/accuracies``, ``rewards/margins``, ``logps/chosen``, ``logps/rejected``).
 
+3. **Columns scored like the policy is trained.** The reference columns must score
+   the same tokens the policy sees: if either side cuts responses at ``max_length``
+   and the other does not (or cuts elsewhere), every margin is silently wrong. The
+   trainer reads :data:`dpolib.references.REF_SCORING_COLUMN` (written by
+   :func:`~dpolib.references.precompute`) and refuses such columns, naming both
+   settings and the fix.
+
 ``tests/test_trl_bridge.py`` checks both against TRL's own built-in losses on the
 same batch and over a 20-step run, so a TRL upgrade that changes either breaks loudly.
 """
 
 from __future__ import annotations
 
+import difflib
+import inspect
+import json
 import math
+import warnings
 from typing import Any
 
 import torch
 from trl import DPOConfig, DPOTrainer
 
 from . import losses as dpolib_losses
-from .references import REF_COLUMNS, Reference, precompute, validate_preference_dataset
+from .references import (
+    REF_COLUMNS,
+    REF_SCORING_COLUMN,
+    Reference,
+    precompute,
+    tokenizer_fingerprint,
+    validate_preference_dataset,
+)
 
-__all__ = ["PrecomputedRefDPOTrainer", "make_dpo_config", "train_dpo"]
+__all__ = ["PrecomputedRefDPOTrainer", "check_scoring", "make_dpo_config", "train_dpo"]
 
 #: dpolib losses whose formula equals TRL 1.16's built-in loss of the same name (checked in the tests).
 _TRL_NATIVE = {"sigmoid"}
@@ -57,6 +75,138 @@ def _check_ref_columns(dataset, name: str) -> None:
                 raise ValueError(f"{name}: {col}[{i}] = {v!r} is not a finite log-prob")
 
 
+#: Arguments of a dpolib loss that the trainer supplies itself.
+_SUPPLIED = {
+    "policy_chosen_logps": "computed by the trainer from the policy",
+    "policy_rejected_logps": "computed by the trainer from the policy",
+    "ref_chosen_logps": "read from the dataset's ref_chosen_logps column",
+    "ref_rejected_logps": "read from the dataset's ref_rejected_logps column",
+    "chosen_lengths": "counted by the trainer from the completion mask",
+    "rejected_lengths": "counted by the trainer from the completion mask",
+    "beta": "set it with DPOConfig(beta=...)",
+}
+
+
+def _check_loss_kwargs(name: str, loss, loss_kwargs: dict, beta: float) -> None:
+    """Catch a misspelt or invalid ``loss_kwargs`` at construction, not at the first training step."""
+    params = inspect.signature(loss).parameters
+    allowed = [p for p in params if p not in _SUPPLIED]
+    for key in loss_kwargs:
+        if key in _SUPPLIED:
+            raise ValueError(f"loss_kwargs[{key!r}] cannot be passed for loss {name!r}: it is {_SUPPLIED[key]}")
+        if key not in params:
+            near = difflib.get_close_matches(key, allowed, n=1)
+            raise ValueError(
+                f"loss {name!r} has no argument {key!r}{f' (did you mean {near[0]!r}?)' if near else ''}; "
+                f"its loss_kwargs are {allowed}"
+            )
+    # One dummy pair runs the loss's own checks on the values (label_smoothing range, reduction, gamma, ...).
+    one = torch.tensor([-1.0], dtype=torch.float64)
+    n = torch.tensor([1.0], dtype=torch.float64)
+    if name in dpolib_losses.REFERENCE_FREE_LOSSES:
+        loss(one, one - 1, n, n, beta, **loss_kwargs)
+    elif "chosen_lengths" in params:
+        loss(one, one - 1, one, one, beta, **loss_kwargs, chosen_lengths=n, rejected_lengths=n)
+    else:
+        loss(one, one - 1, one, one, beta, **loss_kwargs)
+
+
+def _scoring_records(dataset, name: str) -> list[dict] | None:
+    """The distinct scoring records of a dataset's reference columns, or None if it has no scoring column."""
+    if REF_SCORING_COLUMN not in dataset.column_names:
+        return None
+    try:
+        return [json.loads(s) for s in dataset.unique(REF_SCORING_COLUMN)]
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name}: the {REF_SCORING_COLUMN!r} column is not dpolib's scoring record ({e})") from None
+
+
+def _trainer_truncation(tokenized, max_length: int | None) -> tuple[int, int]:
+    """(pairs whose chosen or rejected sequence exceeds ``max_length``, pairs) in TRL's tokenized dataset."""
+    n = len(tokenized)
+    if max_length is None or n == 0:
+        return 0, n
+    import pyarrow.compute as pc
+
+    table = tokenized.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"]).with_format("arrow")[:]
+    prompt = pc.list_value_length(table.column("prompt_ids"))
+    longest = pc.max_element_wise(
+        pc.list_value_length(table.column("chosen_ids")), pc.list_value_length(table.column("rejected_ids"))
+    )
+    return int(pc.sum(pc.greater(pc.add(prompt, longest), max_length)).as_py() or 0), n
+
+
+def _describe(record: dict) -> str:
+    cut = record.get("truncated")
+    cut = "an unknown number of" if cut is None else str(cut)
+    return (
+        f"reference {record.get('reference')!r} ({record.get('kind')}) scored with max_length={record.get('max_length')} "
+        f"({record.get('truncation')}), cutting {cut} responses, tokenizer {record.get('tokenizer')}"
+    )
+
+
+def check_scoring(records: list[dict] | None, tokenized, args: DPOConfig, tokenizer, name: str) -> None:
+    """Refuse reference columns scored under another truncation than the trainer's.
+
+    The columns are consistent with training when no side cuts any response, or
+    when a model reference (not the prior) was scored with the policy's tokenizer,
+    the trainer's ``max_length`` and its truncation side. Anything else would give
+    margins between log-probs of different token sequences.
+
+    Args:
+        records: the distinct :func:`dpolib.references.scoring_record` s of the dataset (None: no record).
+        tokenized: the dataset as TRL tokenized it (``prompt_ids``, ``chosen_ids``, ``rejected_ids``).
+        args: the trainer's config (``max_length``, ``truncation_mode``).
+        tokenizer: the policy's tokenizer.
+        name: the dataset's name, for messages.
+
+    Raises:
+        ValueError: naming the reference's and the trainer's settings and how to make them agree.
+    """
+    cut, n = _trainer_truncation(tokenized, args.max_length)
+    trainer = f"the trainer cuts {cut} of {n} pairs (DPOConfig max_length={args.max_length}, {args.truncation_mode})"
+    if records is None:
+        warnings.warn(
+            f"{name}: the reference columns carry no {REF_SCORING_COLUMN!r} record (added by hand or by an older "
+            f"dpolib), so nothing checks that they were scored under the trainer's truncation; {trainer}. "
+            "Recompute them with dpolib.references.precompute to have it checked.",
+            UserWarning,
+            stacklevel=3,
+        )
+        return
+    policy_tokenizer = tokenizer_fingerprint(tokenizer) if tokenizer is not None else None
+    for record in records:
+        if record.get("kind") == "constant":
+            continue  # a constant log-prob does not depend on the tokens scored
+        ref_cut = record.get("truncated")
+        if ref_cut is None:
+            if cut:
+                warnings.warn(
+                    f"{name}: {_describe(record)}; {trainer}. Whether the reference saw the same tokens cannot be "
+                    "checked for this kind of reference.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+            continue
+        if ref_cut == 0 and cut == 0:
+            continue
+        same = (
+            record.get("kind") == "model"
+            and record.get("tokenizer") == policy_tokenizer
+            and record.get("max_length") == args.max_length
+            and record.get("truncation") == args.truncation_mode
+        )
+        if same:
+            continue
+        raise ValueError(
+            f"{name}: the reference columns were scored differently from how the policy is trained: "
+            f"{_describe(record)}, but {trainer} (policy tokenizer {policy_tokenizer}). The margins would compare "
+            "log-probs of different token sequences. Fix: precompute the reference with the trainer's setting "
+            f"(ModelReference(..., max_length={args.max_length}) with the policy's own tokenizer), or set "
+            "DPOConfig(max_length=None) or a max_length no pair reaches, or drop the long pairs before both."
+        )
+
+
 class PrecomputedRefDPOTrainer(DPOTrainer):
     """TRL's ``DPOTrainer`` fed by precomputed reference log-probs and any dpolib loss.
 
@@ -66,9 +216,18 @@ class PrecomputedRefDPOTrainer(DPOTrainer):
             ``beta`` is read from it.
         train_dataset, eval_dataset: datasets with TRL's columns plus
             ``ref_chosen_logps`` / ``ref_rejected_logps`` (see :func:`dpolib.references.precompute`).
-        loss: a name in :data:`dpolib.losses.LOSSES` (default ``"sigmoid"``, Eq. 5).
+        loss: a name in :data:`dpolib.losses.LOSSES` (default ``"sigmoid"``, Eq. 5). ``"ipo"``
+            is TRL's length-averaged IPO; ``"ipo_sum"`` the summed form.
         loss_kwargs: extra keyword arguments for that loss (e.g. ``label_smoothing``,
-            ``reduction="mean"`` for IPO, ``gamma_beta_ratio`` for SimPO).
+            ``reduction`` for IPO, ``gamma_beta_ratio`` for SimPO); a misspelt or invalid
+            one raises ``ValueError`` here, not at the first step. Response lengths are
+            passed by the trainer to every loss that takes them.
+
+    Raises:
+        ValueError: besides the guards above, reference columns whose
+            :data:`~dpolib.references.REF_SCORING_COLUMN` says they were scored under
+            another truncation than ``args.max_length`` / ``args.truncation_mode``
+            (see :func:`check_scoring`). Columns without that record are accepted with a warning.
         **kwargs: passed to ``DPOTrainer`` (``processing_class``, ``callbacks``, ...).
             ``ref_model`` is refused: the reference lives in the dataset.
     """
@@ -96,6 +255,7 @@ class PrecomputedRefDPOTrainer(DPOTrainer):
         self.dpolib_loss_kwargs = dict(loss_kwargs or {})
         args = args if args is not None else DPOConfig(output_dir="dpolib-dpo")
         dpolib_losses._check_beta(args.beta)
+        _check_loss_kwargs(loss, self.dpolib_loss, self.dpolib_loss_kwargs, args.beta)
         if list(args.loss_type) != ["sigmoid"]:
             raise ValueError(
                 f"set the loss with loss={args.loss_type!r} (a dpolib loss name), not DPOConfig.loss_type; "
@@ -104,14 +264,21 @@ class PrecomputedRefDPOTrainer(DPOTrainer):
         if args.sync_ref_model:
             raise ValueError("sync_ref_model needs a live reference model; precomputed references are fixed")
         args.precompute_ref_log_probs = True
-        for dataset, name in ((train_dataset, "train_dataset"), (eval_dataset, "eval_dataset")):
-            if isinstance(dataset, dict):
-                for key, value in dataset.items():
-                    validate_preference_dataset(value, REF_COLUMNS)
-                    _check_ref_columns(value, f"eval_dataset[{key!r}]")
-            elif dataset is not None:
-                validate_preference_dataset(dataset, REF_COLUMNS)
-                _check_ref_columns(dataset, name)
+        records = {}  # dataset name -> scoring records (None: no record), checked once TRL has tokenized
+
+        def checked(dataset, name):
+            validate_preference_dataset(dataset, REF_COLUMNS)
+            _check_ref_columns(dataset, name)
+            records[name] = _scoring_records(dataset, name)
+            # TRL sees exactly its contract: the scoring record is ours.
+            return dataset.remove_columns(REF_SCORING_COLUMN) if records[name] is not None else dataset
+
+        if train_dataset is not None:
+            train_dataset = checked(train_dataset, "train_dataset")
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {key: checked(value, f"eval_dataset[{key!r}]") for key, value in eval_dataset.items()}
+        elif eval_dataset is not None:
+            eval_dataset = checked(eval_dataset, "eval_dataset")
         n_train = len(train_dataset) if train_dataset is not None else None
         super().__init__(model, ref_model=None, args=args, train_dataset=train_dataset, eval_dataset=eval_dataset, **kwargs)
         if n_train is not None and len(self.train_dataset) != n_train:
@@ -121,6 +288,14 @@ class PrecomputedRefDPOTrainer(DPOTrainer):
                 "or filter long prompts first (dpolib.logprobs.check_lengths names the rows)."
             )
         assert self.ref_model is None, "a reference model was loaded; the precomputed path must not hold one"
+        tokenized = {"train_dataset": self.train_dataset}
+        if isinstance(self.eval_dataset, dict):
+            tokenized.update({f"eval_dataset[{k!r}]": v for k, v in self.eval_dataset.items()})
+        elif self.eval_dataset is not None:
+            tokenized["eval_dataset"] = self.eval_dataset
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)  # a processor holds one
+        for name, dataset_records in records.items():
+            check_scoring(dataset_records, tokenized[name], args, tokenizer, name)
 
     # -- the one private override: the columns are already there --------------------
     def _precompute_ref_logps(self, dataset, name: str, batch_size: int):
@@ -153,7 +328,7 @@ class PrecomputedRefDPOTrainer(DPOTrainer):
                 chosen_logps, rejected_logps, chosen_lengths, rejected_lengths, self.beta, **loss_kwargs
             )
         else:
-            if loss_kwargs.get("reduction") == "mean":
+            if "chosen_lengths" in inspect.signature(self.dpolib_loss).parameters:
                 loss_kwargs.update(chosen_lengths=chosen_lengths, rejected_lengths=rejected_lengths)
             out = self.dpolib_loss(chosen_logps, rejected_logps, ref_chosen, ref_rejected, self.beta, **loss_kwargs)
         loss = out.losses.mean()

@@ -76,7 +76,7 @@ def test_ipo_minimiser_is_half_inverse_beta():
     beta = 0.25
     h = torch.linspace(-10, 10, 40001, dtype=torch.float64)
     zero = torch.zeros_like(h)
-    loss = L.ipo_loss(h, zero, zero, zero, beta).losses
+    loss = L.ipo_loss(h, zero, zero, zero, beta, reduction="sum").losses
     assert h[loss.argmin()].item() == pytest.approx(1 / (2 * beta), abs=1e-3)
 
 
@@ -253,10 +253,12 @@ def test_uniform_reference_dpo_matches_trl_cpo_sigmoid():
 # ------------------------------------------------------------------ gradients
 
 
-@pytest.mark.parametrize("name", ["sigmoid", "cdpo", "robust", "ipo", "hinge"])
+@pytest.mark.parametrize("name", ["sigmoid", "cdpo", "robust", "ipo", "ipo_sum", "hinge"])
 def test_gradcheck(name):
     pc, pr, rc, rr = [t[:4].clone().requires_grad_(True) for t in random_logps(seed=10, scale=3.0)]
     kwargs = {"label_smoothing": 0.1} if name in ("cdpo", "robust") else {}
+    if name == "ipo":  # length-averaged (TRL's form): lengths in tokens
+        kwargs = {"chosen_lengths": torch.tensor([3, 5, 1, 8]), "rejected_lengths": torch.tensor([2, 2, 7, 4])}
     fn = L.get_loss(name)
     assert torch.autograd.gradcheck(lambda a, b, c, d: fn(a, b, c, d, 0.3, **kwargs).losses, (pc, pr, rc, rr))
 
@@ -274,7 +276,7 @@ def test_dpo_gradient_weight_is_sigmoid_of_negative_margin():
 # ------------------------------------------------------------------ stability and dtypes
 
 
-@pytest.mark.parametrize("name", ["sigmoid", "cdpo", "robust", "ipo", "hinge"])
+@pytest.mark.parametrize("name", ["sigmoid", "cdpo", "robust", "ipo_sum", "hinge"])
 @pytest.mark.parametrize("beta", [1e-4, 1.0, 1e4])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_finite_at_extremes(name, beta, dtype):

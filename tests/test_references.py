@@ -156,10 +156,11 @@ def test_dpo_with_uniform_and_prior_references_on_real_model_outputs(char):
 
 class CountingReference:
     def __init__(self, inner):
-        self.inner, self.calls, self.name = inner, 0, "counting"
+        self.inner, self.calls, self.scored, self.name = inner, 0, 0, "counting"
 
     def logps(self, prompts, responses):
         self.calls += 1
+        self.scored += len(responses)
         return self.inner.logps(prompts, responses)
 
     def fingerprint(self):
@@ -172,8 +173,11 @@ def test_precompute_adds_trl_columns_and_caches(char, tmp_path):
     ref = CountingReference(ModelReference(model, tok, progress=False))
     assert isinstance(ref, Reference)
     out1 = precompute(ds, ref, cache_dir=tmp_path)
+    assert ref.scored == 12
     out2 = precompute(ds, ref, cache_dir=tmp_path)
-    assert ref.calls == 1  # the second call is a cache hit
+    assert ref.scored == 12 + 6  # the second call is a cache hit: only its spot check (3 pairs) is re-scored
+    precompute(ds, ref, cache_dir=tmp_path, spot_check=0)
+    assert ref.scored == 18
     assert out1["ref_chosen_logps"] == out2["ref_chosen_logps"]
     assert set(out1.column_names) >= {"prompt", "chosen", "rejected", "ref_chosen_logps", "ref_rejected_logps"}
     # replacing columns, not duplicating them
