@@ -1,13 +1,19 @@
-"""dpolib.lab.dynamics: the training-dynamics detectors and the Practice scorecard, on synthetic curves and records."""
+"""dpolib.chapters.practice and practice_dynamics: the training-dynamics detectors and the Practice scorecard,
+on synthetic curves and records."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from dpolib.lab import dynamics as D
-from dpolib.lab import runner
+from record_factory import make_record
+
+from dpolib.chapters import practice as P
+from dpolib.chapters import practice_dynamics as D
+from dpolib.experiments import records as R
+from dpolib.experiments.config import RunConfig
 from dpolib.losses import dpo_loss
 from dpolib.scorecard import AGREES, DISAGREES, NOT_TESTED, scorecard
 
@@ -39,20 +45,13 @@ def curve_rows(beta, chosen, rejected, base_chosen=-80.0, base_rejected=-75.0, n
     return rows
 
 
-def record(student="s1", objective="dpo", reference="self", beta=0.1, seed=0, curves=None, lc=10.0, length=40.0,
+def record(student="s1", objective="dpo", reference=None, beta=0.1, seed=0, curves=None, lc=10.0, length=40.0,
            degenerate=False, eos_diff=-0.5, policy_accuracy=0.5):
-    return {
-        "key": f"{student}-{objective}-{reference}-{beta}-{seed}",
-        "label": f"{student}/{objective}/{reference}/beta={beta}/seed={seed}",
-        "config": {"profile": "cpu", "student": student, "objective": objective, "reference": reference,
-                   "beta": beta, "loss": "sigmoid", "seed": seed},
-        "curves": curves or [],
-        "metrics": {
-            "lc_win_rate": lc, "mean_length_chars": length, "mean_length_tokens": length / 2, "finished_rate": 1.0,
-            "degenerate": degenerate, "policy_accuracy": policy_accuracy, "eos_token": "</s>",
-            "token_logp_diff": {"</s>": {"count": 100, "mean_diff": eos_diff}}, "eos": {"value": -1.0},
-        },
-    }
+    """A typed record (:func:`record_factory.make_record`) with the fields these tests vary."""
+    return make_record(student, objective, reference, beta, seed, curves=curves or (), lc_win_rate=lc,
+                       mean_length_chars=length, mean_length_tokens=length / 2, degenerate=degenerate,
+                       policy_accuracy=policy_accuracy, eos_token="</s>",
+                       token_logp_diff={"</s>": {"count": 100, "mean_diff": eos_diff}}, eos={"value": -1.0})
 
 
 N = 200
@@ -135,7 +134,7 @@ def test_loss_vs_log2_start_and_flatness():
 
 def test_loss_that_passes_log2_on_the_way_down_is_not_flat():
     # a reference far from the policy: the loss starts high and ends near log 2 by coincidence
-    passing = record(reference="prior", beta=0.1, curves=curve_rows(0.1, 20 * T, 0 * T, ref_offset=20.0))
+    passing = record(objective="likelihood", beta=0.1, curves=curve_rows(0.1, 20 * T, 0 * T, ref_offset=20.0))
     t = D.loss_vs_log2([passing])
     assert t["loss_start"].iloc[0] > 2 and abs(t["loss_end"].iloc[0] - D.LOG2) < 0.07
     assert not t["starts_at_log2"].iloc[0] and not t["stays_flat"].iloc[0]
@@ -197,12 +196,31 @@ def test_reference_free_in_records():
 # --------------------------------------------------------------------------- arms and the practice scorecard
 
 
-def test_arms_average_seeds_and_exclude_degenerate_from_the_score():
+def test_arms_pool_every_seed_degenerate_included():
     recs = [record(beta=0.1, seed=0, lc=10.0), record(beta=0.1, seed=1, lc=14.0),
-            record(beta=0.01, seed=0, lc=99.0, degenerate=True)]
-    a = D.arms(recs).set_index("beta")
+            record(beta=0.01, seed=0, lc=99.0, degenerate=True), record(beta=0.01, seed=1, lc=1.0),
+            record(objective="sft", reference="none", beta=None, lc=4.0)]
+    a = P.arms(recs).set_index("beta")
     assert a.loc[0.1, "score"] == 12.0 and a.loc[0.1, "spread"] == 4.0 and a.loc[0.1, "n_seeds"] == 2
-    assert bool(a.loc[0.01, "degenerate"]) and math.isnan(a.loc[0.01, "score"])
+    assert not bool(a.loc[0.1, "degenerate"]) and a.loc[0.1, "n_degenerate"] == 0
+    # the one seed-pooling rule (common.pool_seeds): a degenerate seed is an outcome of the arm, counted in the mean
+    assert bool(a.loc[0.01, "degenerate"]) and a.loc[0.01, "n_degenerate"] == 1 and a.loc[0.01, "score"] == 50.0
+    assert a.loc[math.inf, "objective"] == "sft"  # the SFT row sits at β = ∞
+    assert list(P.arms(recs + recs).index) == list(P.arms(recs).index)  # a record read twice counts once
+
+
+def test_best_beta_is_best_record_on_the_sweep_and_its_score_pools_the_seeds():
+    # β 0.01 wins on the sweep (lowest seed) although its second seed is poor: the choice is best_record's,
+    # the score shown is the seed mean
+    recs = [record(beta=0.1, lc=11.0), record(beta=0.01, lc=12.0), record(beta=0.01, seed=1, lc=8.0),
+            record(beta=0.001, lc=30.0, degenerate=True)]
+    ev = P.evidence(recs)
+    best = P.best_arm(ev, student="s1", objective="dpo", reference="self")
+    assert best.beta == 0.01 and best.seed == 0
+    stats = P.pooled(ev, best)
+    assert stats.values == (12.0, 8.0) and stats.mean == 10.0
+    assert "s1: β = 0.01 (LC 10.0, 2 seed(s))" == P.best_beta_line(ev, ["s1"], "self")
+    assert P.best_beta_line(ev, ["s1"], "compatible") == "no runs"
 
 
 def paper_like(student, best_self=0.01, best_comp=1.0):
@@ -222,7 +240,7 @@ def paper_like(student, best_self=0.01, best_comp=1.0):
 
 
 def verdicts(recs):
-    card = scorecard(D.practice_claims(), D.practice_evidence(recs))
+    card = scorecard(P.claims(), P.evidence(recs))
     return dict(zip(card["id"], card["verdict"])), card
 
 
@@ -253,12 +271,12 @@ def test_practice_scorecard_one_disagreeing_student_makes_a_disagreement():
 
 
 def test_practice_scorecard_not_tested_without_references():
-    recs = [r for r in paper_like("alpha") if r["config"]["reference"] in ("self", "none")]
+    recs = [r for r in paper_like("alpha") if r.reference in ("self", "none")]
     v, card = verdicts(recs)
     assert v["practice.compatible-reference-helps"] == NOT_TESTED
     assert v["practice.incompatible-reference-no-help"] == NOT_TESTED
     assert v["practice.best-beta-below-0.1"] == AGREES
-    assert verdicts([])[0] == {c.id: NOT_TESTED for c in D.practice_claims()}
+    assert verdicts([])[0] == {c.id: NOT_TESTED for c in P.claims()}
 
 
 def test_cliff_counts_a_degenerate_step_below_as_a_drop():
@@ -269,13 +287,23 @@ def test_cliff_counts_a_degenerate_step_below_as_a_drop():
     assert v["practice.too-small-degrades"] == AGREES
 
 
+def test_a_neighbour_with_one_degenerate_seed_counts_as_degenerate_and_the_best_pools_its_seeds():
+    recs = [record("a", beta=b, lc=v) for b, v in {0.1: 8.0, 0.02: 10.0, 0.01: 11.0, 0.005: 10.5}.items()]
+    recs += [record("a", beta=0.005, seed=1, lc=0.0, degenerate=True), record("a", beta=0.01, seed=1, lc=9.0)]
+    v, card = verdicts(recs)
+    row = card.set_index("id").loc
+    assert v["practice.cliff-below-optimum"] == AGREES and row["practice.cliff-below-optimum", "ours"] == "a: degenerate below"
+    assert row["practice.best-beta-below-0.1", "ours"] == "a: best β 0.01 (10.0)"  # seeds 11 and 9 pooled
+    assert "seeds per arm: 1–2" in row["practice.best-beta-below-0.1", "note"]
+
+
 def test_checklist_points_every_item_to_computed_evidence():
     recs = paper_like("alpha")
-    recs = [dict(r, curves=curve_rows(r["config"]["beta"], -5 * T, -40 * T)) if r["config"]["beta"] else r for r in recs]
+    recs = [replace(r, curves=tuple(curve_rows(r.beta, -5 * T, -40 * T))) if not r.is_sft else r for r in recs]
     recs.append(record("alpha", "probability", "uniform", 1.0, lc=3.0, length=80.0, curves=curve_rows(1.0, 5 * T, -5 * T)))
-    ev = D.practice_evidence(recs)
-    card = scorecard(D.practice_claims(), ev)
-    cl = D.checklist(card, ev, D.trajectory_summary(recs), D.loss_vs_log2(recs), D.drift_table(recs), D.length_table(recs))
+    ev = P.evidence(recs)
+    card = scorecard(P.claims(), ev)
+    cl = P.checklist(card, ev, D.trajectory_summary(recs), D.loss_vs_log2(recs), D.drift_table(recs), D.length_table(recs))
     assert list(cl.columns) == ["item", "paper", "ours", "see"]
     assert len(cl) >= 6 and cl["see"].str.len().gt(0).all() and cl["ours"].str.len().gt(0).all()
     assert "alpha 0.01" in cl["ours"].iloc[0]  # best self β, computed
@@ -283,18 +311,16 @@ def test_checklist_points_every_item_to_computed_evidence():
 
 
 def test_with_replicates_reads_other_seeds(tmp_path):
-    from dpolib.provenance import write_json
-
-    cfg = runner.RunConfig("cpu", "char", "dpo", "self", 0.1, seed=0)
     recs = []
     for seed in (0, 2):
-        c = runner.RunConfig("cpu", "char", "dpo", "self", 0.1, seed=seed)
-        r = dict(record("char", beta=0.1, seed=seed), key=c.key())
-        write_json(runner.record_path(c, tmp_path), r)
+        c = RunConfig("cpu", "char", "dpo", "self", 0.1, seed=seed)
+        r = replace(record("char", beta=0.1, seed=seed), key=c.key())
+        R.write_record(r, R.record_path(c, tmp_path))
         recs.append(r)
-    out = D.with_replicates([recs[0]], root=tmp_path)
-    assert sorted(r["config"]["seed"] for r in out) == [0, 2]
-    assert cfg.key() == recs[0]["key"]
+    out = P.with_replicates([recs[0]], root=tmp_path)
+    assert sorted(r.seed for r in out) == [0, 2]
+    assert all(isinstance(r, R.Record) for r in out)
+    assert P.with_replicates([recs[0]], seeds=(0, 1), root=tmp_path) == [recs[0]]  # seed 2 not asked for
 
 
 # --------------------------------------------------------------------------- figures
@@ -308,5 +334,5 @@ def test_figures_draw():
     recs += [record(objective="sft", reference="none", beta=None),
              record(objective="probability", reference="uniform", beta=1.0, curves=curve_rows(1.0, T, -T))]
     for fig, _ in (D.plot_trajectories(recs), D.plot_loss_vs_log2(recs), D.plot_drift(D.drift_table(recs)),
-                   D.plot_length(D.length_table(recs)), D.plot_sweeps(D.arms(recs))):
+                   D.plot_length(D.length_table(recs)), P.plot_sweeps(P.arms(recs))):
         assert fig.axes

@@ -1,18 +1,24 @@
-"""dpolib.lab.world_report: the controlled-world chapter's tables, on a synthetic report and on the committed one."""
+"""dpolib.chapters.world: the controlled-world chapter's tables, on a synthetic report and on the committed one."""
 
 import json
 import math
 
 import pytest
 
-from dpolib.lab import data, task
-from dpolib.lab import world_report as W
+from record_factory import make_record
+
+from dpolib.chapters import world as W
+from dpolib.experiments.records import RecordError
+from dpolib.world import task
+from dpolib.world.writers import SOURCE_POLICIES
 
 MODELS = ("char/small", "char/large", "bpe/small", "bpe/large")
+#: The annotator section of a world report (the values dpolib.world.pairs uses).
+ANNOTATOR = {"length_bias": 0.1, "length_scale_chars": 40.0, "noise_sd": 0.1}
 
 
 def synthetic_report(date="2026-01-01T00:00:00+00:00", filler=(0.2, 0.4)):
-    """A minimal world report with every section the module reads (the shape of data.write_world_report's JSON)."""
+    """A minimal world report with every section the module reads (the shape of write_world_report's JSON)."""
     gold = {"char/small": 0.6, "char/large": 0.9, "bpe/small": 0.4, "bpe/large": 0.85}
     stage_seconds = {}
     for m in MODELS:
@@ -52,14 +58,22 @@ def synthetic_report(date="2026-01-01T00:00:00+00:00", filler=(0.2, 0.4)):
             "char/small ranking_accuracy": 0.45,
             "bpe/large ranking_accuracy": 0.41,
         },
+        "annotator": ANNOTATOR,
+        "design": {"model_sources": {"char-large": ["char", "large", "sft"], "bpe-peer": ["bpe", "small", "peer"]}},
     }
 
 
 def record(student, beta, lc, gold=0.5, degenerate=False, seed=0, reference=None):
+    """A typed record: the SFT row for ``beta=None``, else DPO (self reference unless given)."""
+    objective = "sft" if beta is None else "dpo"
+    return make_record(student, objective, reference, beta, seed, lc_win_rate=lc, gold_score=gold, degenerate=degenerate)
+
+
+def archived(student, beta, lc, gold=0.5, degenerate=False, seed=0):
+    """An archived record as world-2 wrote it: a config and only the metrics of its day."""
     objective = "sft" if beta is None else "dpo"
     return {"config": {"profile": "cpu", "student": student, "objective": objective,
-                       "reference": reference or ("none" if beta is None else "self"), "beta": beta,
-                       "loss": "sigmoid", "seed": seed},
+                       "reference": "none" if beta is None else "self", "beta": beta, "loss": "sigmoid", "seed": seed},
             "metrics": {"lc_win_rate": lc, "gold_score": gold, "degenerate": degenerate}}
 
 
@@ -111,7 +125,10 @@ def test_preference_tables():
     assert mix["chosen share"].sum() == pytest.approx(1.0) and mix["rejected share"].sum() == pytest.approx(1.0)
     assert mix.loc["char-large", "type"] == "model" and mix.loc["careful", "type"] == "writer"
     assert mix.loc["careful", "net"] == pytest.approx(0.45)
-    assert list(mix.index)[:4] == [s for s in data.SOURCE_POLICIES if s in mix.index][:4]  # writers first
+    assert list(mix.index)[:4] == [s for s in SOURCE_POLICIES if s in mix.index][:4]  # writers first
+    assert list(mix.index)[-2:] == ["char-large", "bpe-peer"]  # models after the writers, in the design's order
+    no_design = W.source_mix({k: v for k, v in rep.items() if k != "design"})
+    assert no_design.loc["bpe-peer", "type"] == "model" and list(no_design.index)[-2:] == ["bpe-peer", "char-large"]
 
 
 def test_compatibility_table_parses_pairs():
@@ -138,21 +155,23 @@ def test_plots_draw_one_bar_per_model_and_kind():
 
 def test_example_responses_are_scored_by_gold():
     p = task.make_prompt("sort", (7, 2, 9, 4))
-    ex = W.example_responses(p).set_index("source")
-    assert list(ex.index) == list(data.SOURCE_POLICIES)
+    ex = W.example_responses(p, ANNOTATOR).set_index("source")
+    assert list(ex.index) == list(SOURCE_POLICIES)
     assert ex.loc["careful", "gold"] == 1.0 and ex.loc["thorough", "gold"] == 1.0
     assert ex.loc["chatty", "gold"] < 1.0  # a filler costs gold
     assert ex.loc["thorough", "annotator (mean)"] > ex.loc["careful", "annotator (mean)"]  # length at no gold cost
     for source, row in ex.iterrows():
         assert row["gold"] == task.gold_score(p, row["response"])
-    assert W.example_responses(p).equals(W.example_responses(p))  # deterministic
+    assert W.example_responses(p, ANNOTATOR).equals(W.example_responses(p, ANNOTATOR))  # deterministic
+    for source, row in ex.iterrows():  # gold plus the report's length bias, saturating at twice the scale
+        assert row["annotator (mean)"] == pytest.approx(row["gold"] + 0.1 * min(row["chars"] / 40.0, 2.0))
 
 
 def test_writer_table_follows_the_filler_penalty(monkeypatch):
-    now = W.writer_table(n_prompts=60)
+    now = W.writer_table(ANNOTATOR, n_prompts=60)
     assert now.loc["careful", "all"] == 1.0 and now.loc["careful", "filler rate"] == 0.0
     monkeypatch.setattr(task, "FILLER_PENALTY", 0.0)
-    free = W.writer_table(n_prompts=60)
+    free = W.writer_table(ANNOTATOR, n_prompts=60)
     assert free.loc["chatty", "all"] > now.loc["chatty", "all"]
     assert free.loc["careful", "all"] == now.loc["careful", "all"]
 
@@ -187,7 +206,7 @@ def test_world_history_reads_archives_and_notes_a_stale_current_report(tmp_path)
     old = tmp_path / "archive" / "world-2"
     (old / "cpu").mkdir(parents=True)
     (old / "world_report_cpu.json").write_text(json.dumps(synthetic_report(date="D1", filler=(0.6, 0.3))))
-    for i, r in enumerate([record("char", None, 30.0), record("char", 0.1, 25.0)]):
+    for i, r in enumerate([archived("char", None, 30.0), archived("char", 0.1, 25.0)]):
         (old / "cpu" / f"{i}.json").write_text(json.dumps(r))
     worlds = W.archived_worlds(tmp_path)
     assert [w["name"] for w in worlds] == ["world-2"] and len(worlds[0]["records"]) == 2
@@ -206,12 +225,36 @@ def test_world_history_reads_archives_and_notes_a_stale_current_report(tmp_path)
     assert W.dpo_wins(table, "current") == (0, 0)
 
 
+def test_archive_reader_types_old_and_current_records(tmp_path):
+    full = record("char", 0.1, 25.0, gold=0.7)
+    (tmp_path / "a.json").write_text(json.dumps(full.to_dict()))
+    (tmp_path / "b.json").write_text(json.dumps(archived("bpe", 0.01, 12.0, degenerate=True)))
+    a, b = W.read_archived_records(tmp_path)
+    assert a.metrics == full.metrics and a.path == tmp_path / "a.json"  # a valid record is read as it is
+    assert (b.student, b.beta, b.lc, b.degenerate) == ("bpe", 0.01, 12.0, True)
+    assert b.metrics.seq_logratio is None  # a field added after the record was written reads as None
+    bad = archived("char", 0.1, 20.0)
+    del bad["metrics"]["gold_score"]
+    (tmp_path / "c.json").write_text(json.dumps(bad))
+    with pytest.raises(RecordError, match="c.json.*gold_score"):
+        W.read_archived_records(tmp_path)
+
+
+def test_committed_archives_read_as_records():
+    worlds = {w["name"]: w for w in W.archived_worlds()}
+    assert {"world-2", "world-3a"} <= set(worlds)
+    for w in worlds.values():
+        assert w["records"] and w["report"] is not None
+        assert not W.rq1_outcome(w["records"]).empty
+
+
 # ----------------------------------------------------------------------------------------------- committed report
 
 
-@pytest.mark.skipif(not W.report_path("cpu").exists(), reason="no committed cpu world report")
 def test_committed_cpu_report_tabulates():
-    rep = W.load_report("cpu").report
+    loaded = W.load_report("cpu")
+    assert loaded.profile == "cpu" and loaded.note is None
+    rep = loaded.report
     q = W.sft_quality_table(rep)
     assert len(q) == 4 and q["mean gold"].between(0, 1).all()
     for split in ("train", "validation"):

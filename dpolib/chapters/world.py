@@ -11,32 +11,38 @@ controlled-world chapter.
 Superseded worlds are kept under ``results/lab/archive/<name>/`` (their world report, their
 run records under ``cpu/``, a README). :func:`world_history` compares each world's RQ1
 outcome (SFT against its best DPO run, self reference) with what its preference data taught
-(filler rates of chosen and rejected responses). Archived records are read as plain JSON
-files: their config hashes were made by an older pipeline, so the runner cannot find them.
+(filler rates of chosen and rejected responses). Archived records are read file by file
+(:func:`read_archived_records`): their keys were made by an older pipeline, so
+:func:`dpolib.experiments.records.load_grid` cannot find them, and the oldest lack metric
+fields added since.
 
 Nothing here trains or generates text. :func:`example_responses` and :func:`writer_table`
-call the task's writers and gold scorer, which are pure Python (no results involved).
+call the task's writers and gold scorer, which are pure Python (no results involved); the
+annotator's length bias they add is the one the world report records (``report["annotator"]``).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import statistics
+from dataclasses import fields
 from pathlib import Path
 from typing import Iterable, NamedTuple
 
 import pandas as pd
 
-from . import data, task
+from .. import paths
+from ..experiments.config import RunConfig
+from ..experiments.records import Metrics, Record, RecordError, best_record
+from ..provenance import read_json
+from ..world import task
+from ..world.writers import SOURCE_POLICIES
 
 __all__ = [
     "MODELS",
     "WORLD_CHANGES",
     "LoadedReport",
-    "results_root",
-    "report_path",
     "load_report",
     "model_label",
     "example_responses",
@@ -54,7 +60,7 @@ __all__ = [
     "plot_source_mix",
     "compatibility_table",
     "ranking_accuracy_table",
-    "read_records",
+    "read_archived_records",
     "rq1_outcome",
     "archived_worlds",
     "world_history",
@@ -89,14 +95,10 @@ class LoadedReport(NamedTuple):
     note: str | None
 
 
-def results_root() -> Path:
-    """``<repo>/results/lab``, where world reports and run records are committed."""
-    return Path(__file__).resolve().parents[2] / "results" / "lab"
-
-
-def report_path(profile: str, root: Path | None = None) -> Path:
-    """``<root>/world_report_<profile>.json``."""
-    return (root or results_root()) / f"world_report_{profile}.json"
+def _report_file(profile: str, root: Path | None = None) -> Path:
+    """``<root>/world_report_<profile>.json`` (root: :func:`dpolib.paths.results_root`), the file
+    :func:`dpolib.world.report.write_world_report` writes."""
+    return Path(root or paths.results_root()) / f"world_report_{profile}.json"
 
 
 def load_report(profile: str, root: Path | None = None, fallback: str = "cpu") -> LoadedReport:
@@ -106,15 +108,15 @@ def load_report(profile: str, root: Path | None = None, fallback: str = "cpu") -
         FileNotFoundError: neither report exists (build one with ``python -m dpolib.experiments world``).
     """
     for name in dict.fromkeys((profile, fallback)):
-        path = report_path(name, root)
+        path = _report_file(name, root)
         if path.exists():
             note = None
             if name != profile:
                 note = (f"No world report for profile {profile!r} ({path.name.replace(name, profile)} is missing); "
                         f"showing the {name!r} world's report instead.")
-            return LoadedReport(json.loads(path.read_text()), name, profile, note)
+            return LoadedReport(read_json(path), name, profile, note)
     raise FileNotFoundError(
-        f"no world report for profile {profile!r} or {fallback!r} under {root or results_root()}; "
+        f"no world report for profile {profile!r} or {fallback!r} under {root or paths.results_root()}; "
         "build the world and write its report with dpolib.world.report.write_world_report(get_profile(...))"
     )
 
@@ -133,35 +135,43 @@ def _ordered_models(section: dict) -> list[str]:
 # --------------------------------------------------------------------------------------- the task language
 
 
-def annotator_mean(prompt: task.TaskPrompt, response: str) -> float:
-    """The annotator's expected grade (:func:`dpolib.world.pairs.annotate` without its noise)."""
-    return task.gold_score(prompt, response) + data.LENGTH_BIAS * min(len(response) / data.LENGTH_SCALE, 2.0)
+def annotator_mean(prompt: task.TaskPrompt, response: str, annotator: dict) -> float:
+    """The annotator's expected grade (:func:`dpolib.world.pairs.annotate` without its noise).
+
+    ``gold + length_bias · min(len(response) / length_scale_chars, 2)``, with ``annotator`` the world
+    report's ``annotator`` section (``length_bias``, ``length_scale_chars``).
+    """
+    bias, scale = annotator["length_bias"], annotator["length_scale_chars"]
+    return task.gold_score(prompt, response) + bias * min(len(response) / scale, 2.0)
 
 
-def example_responses(prompt: task.TaskPrompt, seed: int = 0, openers=None) -> pd.DataFrame:
+def example_responses(prompt: task.TaskPrompt, annotator: dict, seed: int = 0, openers=None) -> pd.DataFrame:
     """One response from each programmatic writer to ``prompt``, with its gold and expected annotator grade.
 
     Pure code: the writers of :data:`dpolib.world.writers.SOURCE_POLICIES`, each with its own
-    deterministic random stream, and the gold scorer. Columns: ``source``, ``response``,
+    deterministic random stream, and the gold scorer; ``annotator`` is the world report's
+    ``annotator`` section (:func:`annotator_mean`). Columns: ``source``, ``response``,
     ``chars``, ``gold``, ``annotator (mean)``.
     """
     rows = []
-    for name, writer in data.SOURCE_POLICIES.items():
+    for name, writer in SOURCE_POLICIES.items():
         response = writer(prompt, random.Random(f"example/{prompt.text}/{name}/{seed}"), openers=openers)
         rows.append({"source": name, "response": response, "chars": len(response),
-                     "gold": task.gold_score(prompt, response), "annotator (mean)": annotator_mean(prompt, response)})
+                     "gold": task.gold_score(prompt, response),
+                     "annotator (mean)": annotator_mean(prompt, response, annotator)})
     return pd.DataFrame(rows)
 
 
-def writer_table(n_prompts: int = 500, seed: int = 0, split: str = "pref_train") -> pd.DataFrame:
+def writer_table(annotator: dict, n_prompts: int = 500, seed: int = 0, split: str = "pref_train") -> pd.DataFrame:
     """Mean gold of each programmatic writer by task kind, its mean length and expected annotator grade.
 
-    Computed live on ``n_prompts`` prompts of ``split`` (pure code, deterministic in ``seed``).
+    Computed live on ``n_prompts`` prompts of ``split`` (pure code, deterministic in ``seed``);
+    ``annotator`` is the world report's ``annotator`` section (:func:`annotator_mean`).
     Index: the writers; columns: the kinds, ``all``, ``chars``, ``annotator (mean)``, ``filler rate``.
     """
     prompts = task.sample_prompts(n_prompts, split, seed=seed)
     rows = []
-    for name, writer in data.SOURCE_POLICIES.items():
+    for name, writer in SOURCE_POLICIES.items():
         rng = random.Random(f"writer-table/{name}/{seed}")
         responses = [writer(p, rng) for p in prompts]
         golds = [task.gold_score(p, r) for p, r in zip(prompts, responses)]
@@ -171,7 +181,7 @@ def writer_table(n_prompts: int = 500, seed: int = 0, split: str = "pref_train")
             row[kind] = statistics.fmean(g) if g else math.nan
         row["all"] = statistics.fmean(golds)
         row["chars"] = statistics.fmean(len(r) for r in responses)
-        row["annotator (mean)"] = statistics.fmean(annotator_mean(p, r) for p, r in zip(prompts, responses))
+        row["annotator (mean)"] = statistics.fmean(annotator_mean(p, r, annotator) for p, r in zip(prompts, responses))
         row["filler rate"] = statistics.fmean(task.parse_response(r)[1] > 0 for r in responses)
         rows.append(row)
     return pd.DataFrame(rows).set_index("source")
@@ -187,7 +197,7 @@ def families_table(report: dict | None = None) -> pd.DataFrame:
     (the BPE trained on a one-line corpus: its merges do not matter for the template). Parameter
     counts come from ``report["stage_seconds"]`` when a report is given.
     """
-    from .families import FAMILIES, build_tokenizer
+    from ..world.families import FAMILIES, build_tokenizer
 
     messages = [{"role": "user", "content": "sort: 7 2 9 4"}, {"role": "assistant", "content": "2 4 7 9."}]
     rows = []
@@ -341,17 +351,20 @@ def preference_lengths(report: dict, split: str = "train") -> pd.DataFrame:
 def source_mix(report: dict, split: str = "train") -> pd.DataFrame:
     """Which sources the chosen and rejected responses come from (counts and shares), writers then models.
 
-    Columns: ``type`` (``writer`` or ``model``), ``chosen``/``rejected`` (counts), ``chosen share`` /
-    ``rejected share`` (fractions of the split), ``net`` (chosen share − rejected share: what DPO is
-    pushed towards, > 0, or away from, < 0).
+    A source is a ``writer`` when it is one of :data:`dpolib.world.writers.SOURCE_POLICIES`, else a
+    sampled ``model``; models are listed in the order of the report's design (``design.model_sources``),
+    any others after them by name. Columns: ``type`` (``writer`` or ``model``), ``chosen``/``rejected``
+    (counts), ``chosen share`` / ``rejected share`` (fractions of the split), ``net`` (chosen share −
+    rejected share: what DPO is pushed towards, > 0, or away from, < 0).
     """
     p = report["preference_data"][split]
     sc, sr = p["source_chosen"], p["source_rejected"]
-    sources = [s for s in list(data.SOURCE_POLICIES) + list(data.MODEL_SOURCES) if s in sc or s in sr]
+    models = list(report.get("design", {}).get("model_sources", {}))
+    sources = [s for s in list(SOURCE_POLICIES) + models if s in sc or s in sr]
     sources += sorted(s for s in set(sc) | set(sr) if s not in sources)
     n = p["n_pairs"]
     frame = pd.DataFrame({
-        "type": ["model" if s in data.MODEL_SOURCES else "writer" for s in sources],
+        "type": ["writer" if s in SOURCE_POLICIES else "model" for s in sources],
         "chosen": [sc.get(s, 0) for s in sources],
         "rejected": [sr.get(s, 0) for s in sources],
     }, index=pd.Index(sources, name="source"))
@@ -412,43 +425,70 @@ def ranking_accuracy_table(report: dict) -> pd.Series:
 # --------------------------------------------------------------------------------------- history of worlds
 
 
-def read_records(directory: Path | str) -> list[dict]:
-    """Every ``*.json`` run record in ``directory`` (sorted by file name), read as plain JSON."""
-    return [json.loads(p.read_text()) for p in sorted(Path(directory).glob("*.json"))]
+def read_archived_records(directory: Path | str) -> list[Record]:
+    """Every ``*.json`` run record in an archive folder (sorted by file name), as typed records.
+
+    The archive's reader: a record that validates is read with
+    :meth:`~dpolib.experiments.records.Record.from_dict`; an older one that lacks metric fields
+    added since (world-2's lack ``token_logp_hist``, ``seq_logratio``, ``pair_length_tokens``) is
+    read with those fields set to ``None``. The fields the history reads (``lc_win_rate``,
+    ``gold_score``, ``degenerate``) and a valid config must be present, or
+    :class:`~dpolib.experiments.records.RecordError` names the file.
+    """
+    out = []
+    for path in sorted(Path(directory).glob("*.json")):
+        raw = read_json(path)
+        try:
+            out.append(Record.from_dict(raw, path))
+            continue
+        except RecordError:
+            pass
+        metrics = raw.get("metrics", {})
+        needed = [k for k in ("lc_win_rate", "gold_score", "degenerate") if k not in metrics]
+        if needed:
+            raise RecordError(path, f"an archived record without {', '.join(needed)}")
+        try:
+            config = RunConfig(**raw["config"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise RecordError(path, f"not a valid config ({type(err).__name__}: {err})") from err
+        partial = Metrics(**{f.name: metrics.get(f.name) for f in fields(Metrics)})
+        out.append(Record(config, partial, tuple(raw.get("curves", ())), dict(raw.get("provenance", {})),
+                          raw.get("key", ""), raw.get("label", config.label()), dict(raw.get("profile", {})),
+                          raw.get("reference_name", ""), path))
+    return out
 
 
-def rq1_outcome(records: Iterable[dict], seed: int = 0) -> pd.DataFrame:
-    """Per student: the SFT model's LC win rate and gold, and the best non-degenerate self-reference DPO run.
+def rq1_outcome(records: Iterable[Record], seed: int = 0) -> pd.DataFrame:
+    """Per student: the SFT model's LC win rate and gold, and the best self-reference DPO run.
 
     Reads the SFT records and the DPO records with ``reference == "self"`` at ``seed`` (any β
-    present). Columns: ``SFT LC``, ``SFT gold``, ``best DPO LC``, ``best β``, ``DPO gold``,
+    present); the best run is :func:`dpolib.experiments.records.best_record` (degenerate runs
+    excluded). Columns: ``SFT LC``, ``SFT gold``, ``best DPO LC``, ``best β``, ``DPO gold``,
     ``DPO beats SFT`` (on LC), ``βs tried``, ``degenerate runs``.
     """
     by_student: dict = {}
     for r in records:
-        c = r["config"]
-        if c.get("seed", 0) != seed:
+        if r.seed != seed:
             continue
-        if c["objective"] == "sft" or (c["objective"] == "dpo" and c["reference"] == "self"):
-            by_student.setdefault(c["student"], []).append(r)
+        if r.is_sft or (r.objective == "dpo" and r.reference == "self"):
+            by_student.setdefault(r.student, []).append(r)
     rows = []
     for student in sorted(by_student, key=lambda s: (s != "char", s)):
         recs = by_student[student]
-        sft = next((r for r in recs if r["config"]["objective"] == "sft"), None)
-        dpo = [r for r in recs if r["config"]["objective"] == "dpo"]
-        ok = [r for r in dpo if not r["metrics"].get("degenerate", False)]
-        best = max(ok, key=lambda r: r["metrics"]["lc_win_rate"], default=None)
-        sft_lc = sft["metrics"]["lc_win_rate"] if sft else math.nan
+        sft = next((r for r in recs if r.is_sft), None)
+        dpo = [r for r in recs if r.objective == "dpo"]
+        best = best_record(dpo)
+        sft_lc = sft.lc if sft else math.nan
         rows.append({
             "student": student,
             "SFT LC": sft_lc,
-            "SFT gold": sft["metrics"]["gold_score"] if sft else math.nan,
-            "best DPO LC": best["metrics"]["lc_win_rate"] if best else math.nan,
-            "best β": best["config"]["beta"] if best else math.nan,
-            "DPO gold": best["metrics"]["gold_score"] if best else math.nan,
-            "DPO beats SFT": (best["metrics"]["lc_win_rate"] > sft_lc) if (best and sft) else None,
-            "βs tried": len({r["config"]["beta"] for r in dpo}),
-            "degenerate runs": len(dpo) - len(ok),
+            "SFT gold": sft.gold if sft else math.nan,
+            "best DPO LC": best.lc if best else math.nan,
+            "best β": best.beta if best else math.nan,
+            "DPO gold": best.gold if best else math.nan,
+            "DPO beats SFT": (best.lc > sft_lc) if (best and sft) else None,
+            "βs tried": len({r.beta for r in dpo}),
+            "degenerate runs": sum(r.degenerate for r in dpo),
         })
     return pd.DataFrame(rows, columns=["student", "SFT LC", "SFT gold", "best DPO LC", "best β", "DPO gold",
                                        "DPO beats SFT", "βs tried", "degenerate runs"])
@@ -458,9 +498,10 @@ def archived_worlds(root: Path | None = None, profile: str = "cpu") -> list[dict
     """The superseded worlds under ``<root>/archive/``, oldest first (by folder name).
 
     Each: ``name``, ``path``, ``report`` (the archived ``world_report_<profile>.json`` or ``None``),
-    ``records`` (the archived ``<profile>/*.json`` run records), ``readme`` (its README text or ``""``).
+    ``records`` (the archived ``<profile>/*.json`` run records, :func:`read_archived_records`),
+    ``readme`` (its README text or ``""``).
     """
-    base = (root or results_root()) / "archive"
+    base = Path(root or paths.results_root()) / "archive"
     out = []
     for d in sorted(p for p in base.glob("*") if p.is_dir()):
         rp = d / f"world_report_{profile}.json"
@@ -468,14 +509,14 @@ def archived_worlds(root: Path | None = None, profile: str = "cpu") -> list[dict
         out.append({
             "name": d.name,
             "path": d,
-            "report": json.loads(rp.read_text()) if rp.exists() else None,
-            "records": read_records(d / profile) if (d / profile).is_dir() else [],
+            "report": read_json(rp) if rp.exists() else None,
+            "records": read_archived_records(d / profile) if (d / profile).is_dir() else [],
             "readme": readme.read_text() if readme.exists() else "",
         })
     return out
 
 
-def world_history(current_records: list[dict], current_report: dict | None, root: Path | None = None,
+def world_history(current_records: list[Record], current_report: dict | None, root: Path | None = None,
                   profile: str = "cpu", split: str = "train") -> tuple[pd.DataFrame, list[str]]:
     """Each world's RQ1 outcome beside what its preference data rewarded, oldest world first.
 
