@@ -23,6 +23,11 @@ Steps (each command is printed and kept in the report):
    the final weights; each rank's column audit (:class:`ColumnAuditTrainer`); one record.
 
 Each process gets one torch thread (``OMP_NUM_THREADS=1``), so two processes fit two cores.
+
+``--launcher fsdp`` (``configs/accelerate/cpu_fsdp.yaml``) is refused by :func:`check_launch`: accelerate
+1.16 turns FSDP on only for GPU-like devices, so on CPU that launch trains as plain DDP (with the GPU
+config's ``fsdp_sync_module_states: true`` it fails at start instead: "FSDP parameter initialization with
+`sync_module_states=True` is not supported on cpu"). ZeRO-3 needs GPUs and DeepSpeed.
 """
 
 from __future__ import annotations
@@ -39,18 +44,20 @@ from pathlib import Path
 
 import torch
 
+from ..provenance import provenance, write_json
 from ..trl_bridge import PrecomputedRefDPOTrainer
 
-__all__ = ["ColumnAuditTrainer", "build_world", "compare", "run", "TINY_RECIPE", "main"]
+__all__ = ["ColumnAuditTrainer", "TINY_RECIPE", "LAUNCHERS", "build_world", "recipe_argv", "share_data", "launch_argv",
+           "launch", "run_record", "check_launch", "compare", "run", "main"]
 
 ROOT = Path(__file__).resolve().parents[2]
 #: The recipe at toy size: 4 pairs a step (1 process x 2 pairs x 2 accumulation, or 2 x 2 x 1),
 #: 4 steps over 16 pairs, validation every 2 steps (the best of two checkpoints is kept).
 TINY_RECIPE = dict(total_batch_size=4, per_device_train_batch_size=2, max_steps=4, eval_steps=2, logging_steps=1,
-                   learning_rate=1e-3, max_length=128, warmup_ratio=0.0, seed=18890426)
+                   learning_rate=1e-2, max_length=128, warmup_ratio=0.0, seed=18890426)
 LAUNCHERS = {"ddp": "configs/accelerate/cpu_ddp.yaml", "fsdp": "configs/accelerate/cpu_fsdp.yaml"}
 #: Logged per step by TRL (and the Trainer's loss): compared between the launches.
-COMPARED = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected")
+COMPARED = ("loss", "grad_norm", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected")
 
 
 # --------------------------------------------------------------------------- the tiny world
@@ -186,7 +193,7 @@ def compare(single: str | os.PathLike, multi: str | os.PathLike) -> dict:
     the same rows at every step and selected the same checkpoint."""
     from safetensors.torch import load_file
 
-    runs = [Path(single), Path(multi)]
+    runs = [next(Path(d).rglob("record.json")).parent for d in (single, multi)]
     hist = [json.loads((r / "log_history.json").read_text()) for r in runs]
     records = [json.loads((r / "record.json").read_text()) for r in runs]
     train = [[h for h in hh if "loss" in h] for hh in hist]
@@ -202,6 +209,10 @@ def compare(single: str | os.PathLike, multi: str | os.PathLike) -> dict:
     out["max_change/weights"] = max(float((weights[0][k] - initial[k]).abs().max()) for k in initial)
     out["same_rows_per_step"] = _rows_per_step(records[0]) == _rows_per_step(records[1])
     out["same_best_checkpoint"] = records[0]["best_checkpoint"] == records[1]["best_checkpoint"]
+    # load_best_model_at_end: the saved weights are the selected checkpoint's, in both runs
+    out["best_is_selected_checkpoint"] = all(
+        all(torch.equal(w[k], v) for k, v in load_file(str(r / rec["best_checkpoint"] / "model.safetensors")).items())
+        for r, rec, w in zip(runs, records, weights))
     return out
 
 
@@ -219,8 +230,14 @@ def _accelerate() -> list[str]:
     return [str(exe), "launch"] if exe.exists() else [sys.executable, "-m", "accelerate.commands.launch"]
 
 
+def _show(cmd: list[str]) -> str:
+    """The command as typed from the repository root in the activated environment."""
+    exe = {sys.executable: "python", str(Path(sys.executable).parent / "accelerate"): "accelerate"}
+    return " ".join(exe.get(c, c.replace(f"{ROOT}/", "")) for c in cmd)
+
+
 def _run(cmd: list[str], log: Path, env: dict) -> float:
-    print("$", " ".join(cmd), flush=True)
+    print("$", _show(cmd), flush=True)
     start = time.time()
     with open(log, "w") as f:
         done = subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
@@ -231,52 +248,105 @@ def _run(cmd: list[str], log: Path, env: dict) -> float:
     return wall
 
 
+#: The ``distributed_type`` each launcher must give every rank; anything else means it was not exercised.
+EXPECTED_TYPE = {"ddp": "DistributedType.MULTI_CPU", "fsdp": "DistributedType.FSDP"}
+ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+       "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
+
+
+def recipe_argv(out: str | os.PathLike, world: dict, *, steps: int | None = None, beta: float = 0.1) -> dict:
+    """The ``dpolib.hub.paper_recipe`` arguments of the check: ``precompute`` (into ``out/data``), and ``train``
+    for the one-process run (``out/single``) and the launched one (``out/multi``). Both train runs read the one
+    precomputed copy (:func:`share_data` links it)."""
+    out = Path(out)
+    recipe = dict(TINY_RECIPE, dataset=world["dataset"], **({"max_steps": steps} if steps else {}))
+    common = ["--model", world["student"], "--reference", "self", "--cpu",
+              *(a for k, v in recipe.items() for a in ("--set", f"{k}={v}"))]
+    train = ["train", *common, "--beta", f"{beta:g}", "--dtype", "float32", "--audit-columns"]
+    return {"precompute": ["precompute", *common, "--out", str(out / "data")],
+            "single": [*train, "--num-processes", "1", "--out", str(out / "single")],
+            "multi": [*train, "--out", str(out / "multi")]}
+
+
+def share_data(out: str | os.PathLike, world: dict) -> None:
+    """Link the precomputed data (``out/data``) into both train runs' folders."""
+    out = Path(out)
+    name = f"{Path(world['student']).name}-self"
+    for run_dir in ("single", "multi"):
+        (out / run_dir / "data").mkdir(parents=True, exist_ok=True)
+        (out / run_dir / "data" / name).symlink_to((out / "data" / "data" / name).resolve())
+
+
+def launch_argv(launcher: str = "ddp", num_processes: int = 2, port: int | None = None) -> list[str]:
+    """``accelerate launch --config_file configs/accelerate/cpu_<launcher>.yaml ... -m dpolib.hub.paper_recipe``."""
+    return _accelerate() + ["--config_file", LAUNCHERS[launcher], "--num_processes", str(num_processes),
+                            "--main_process_port", str(port or _free_port()), "-m", "dpolib.hub.paper_recipe"]
+
+
+def launch(argv: list[str], log: str | os.PathLike, *, launcher: str = "ddp", num_processes: int = 2) -> float:
+    """Run the recipe under ``accelerate launch`` (from the repository root, ``OMP_NUM_THREADS=1``); wall seconds."""
+    return _run(launch_argv(launcher, num_processes) + argv, Path(log), {**os.environ, **ENV})
+
+
+def run_record(run_dir: str | os.PathLike) -> dict:
+    """The one ``record.json`` of a train run folder (``out/single`` or ``out/multi``)."""
+    found = sorted(Path(run_dir).rglob("record*.json"))
+    if len(found) != 1:
+        raise ValueError(f"{run_dir}: expected exactly one record, found {[str(p) for p in found]}")
+    return json.loads(found[0].read_text())
+
+
+def check_launch(record: dict, launcher: str, num_processes: int) -> None:
+    """Raise unless every rank of the launch ran as ``launcher`` asks and read only its rows' own columns."""
+    ranks = record["provenance"]["ranks"]
+    if sorted(r["rank"] for r in ranks) != list(range(num_processes)):
+        raise ValueError(f"the record lists ranks {[r['rank'] for r in ranks]}, expected 0..{num_processes - 1}")
+    seen = {r["distributed_type"] for r in ranks}
+    if seen != {EXPECTED_TYPE[launcher]}:
+        raise RuntimeError(
+            f"--launcher {launcher} ran as {sorted(seen)}, not {EXPECTED_TYPE[launcher]}: it was not exercised. "
+            "accelerate (1.16) turns FSDP on only for GPU-like devices; on CPU the same launch trains with DDP. "
+            "Use --launcher ddp here and configs/accelerate/fsdp.yaml on GPUs."
+        )
+    bad = [r["rank"] for r in ranks if r.get("unmatched_rows") or r.get("column_mismatches")]
+    if bad:
+        raise ValueError(f"rank(s) {bad} trained on reference columns that are not their rows' own")
+
+
 def run(out: str | os.PathLike, *, launcher: str = "ddp", num_processes: int = 2, steps: int | None = None,
         single: bool = True, beta: float = 0.1) -> dict:
     """Build the world, precompute, train with ``num_processes`` under ``accelerate launch`` (and with one
-    plain process unless ``single=False``), compare; returns (and writes to ``out/report.json``) the report."""
+    plain process unless ``single=False``), check and compare; returns (and writes to ``out/report.json``) the
+    report. Raises when the launch did not run as asked (:func:`check_launch`)."""
+    start = time.time()
     out = Path(out).resolve()
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "TQDM_DISABLE": "1"}
+    env = {**os.environ, **ENV}
     world = build_world(out / "world")
-    recipe = dict(TINY_RECIPE, dataset=world["dataset"], **({"max_steps": steps} if steps else {}))
-    sets = [a for k, v in recipe.items() for a in ("--set", f"{k}={v}")]
-    common = ["--model", world["student"], "--reference", "self", "--cpu", *sets]
+    argv = recipe_argv(out, world, steps=steps, beta=beta)
     py = [sys.executable, "-m", "dpolib.hub.paper_recipe"]
-    report: dict = {"launcher": launcher, "num_processes": num_processes, "recipe": recipe, "commands": {}, "wall_s": {}}
-
-    runs = {}
-    plan = [("precompute", py + ["precompute", *common, "--out", str(out / "data")])]
-    train = ["train", *common, "--beta", f"{beta:g}", "--dtype", "float32", "--audit-columns"]
+    report: dict = {"launcher": launcher, "num_processes": num_processes, "commands": {}, "wall_s": {}}
+    plan = [("precompute", py + argv["precompute"])]
     if single:
-        plan.append(("train_1_process", py + [*train, "--num-processes", "1", "--out", str(out / "single")]))
-        runs["single"] = out / "single"
-    config = ROOT / LAUNCHERS[launcher]
-    launch = _accelerate() + ["--config_file", str(config.relative_to(ROOT)), "--num_processes", str(num_processes),
-                              "--main_process_port", str(_free_port()), "-m", "dpolib.hub.paper_recipe",
-                              *train, "--out", str(out / "multi")]
-    plan.append((f"train_{num_processes}_processes", launch))
-    runs["multi"] = out / "multi"
+        plan.append(("train_1_process", py + argv["single"]))
+    plan.append((f"train_{num_processes}_processes", launch_argv(launcher, num_processes) + argv["multi"]))
     for name, cmd in plan:
-        if name.startswith("train"):  # both runs read the one precomputed copy of the data
-            link = Path(cmd[cmd.index("--out") + 1]) / "data"
-            link.mkdir(parents=True)
-            (link / "student-self").symlink_to(out / "data" / "data" / "student-self")
-        report["commands"][name] = " ".join(cmd)
+        report["commands"][name] = _show(cmd)
         report["wall_s"][name] = round(_run(cmd, out / f"{name}.log", env), 1)
-
-    records = {k: json.loads(next(v.glob("*/record.json")).read_text()) for k, v in runs.items()}
-    report["records"] = {k: [str(p.relative_to(out)) for p in sorted(v.rglob("record*.json"))] for k, v in runs.items()}
-    report["ranks"] = {k: [{f: r[f] for f in ("rank", "world_size", "distributed_type", "backend", "rows",
-                                             "unmatched_rows", "column_mismatches")} for r in rec["provenance"]["ranks"]]
-                       for k, rec in records.items()}
-    report["global_batch"] = {k: rec["launch"]["global_batch"] for k, rec in records.items()}
+        if name == "precompute":
+            share_data(out, world)
+    multi = run_record(out / "multi")
+    report["ranks"] = [{f: r.get(f) for f in ("rank", "world_size", "distributed_type", "backend", "rows",
+                                         "unmatched_rows", "column_mismatches")} for r in multi["provenance"]["ranks"]]
+    report["global_batch"] = multi["launch"]["global_batch"]
     if single:
-        report["compare"] = compare(*(next(v.glob("*/record.json")).parent for v in runs.values()))
-    (out / "report.json").write_text(json.dumps(report, indent=1))
+        report["compare"] = compare(out / "single", out / "multi")
+    report["wall_s"]["total"] = round(time.time() - start, 1)
+    report["provenance"] = provenance(load_average_1min=round(os.getloadavg()[0], 2))
+    write_json(out / "report.json", report)
+    check_launch(multi, launcher, num_processes)
     return report
 
 
@@ -288,10 +358,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-processes", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None, help=f"optimizer steps (default {TINY_RECIPE['max_steps']})")
     parser.add_argument("--no-single", action="store_true", help="skip the one-process run and the comparison")
+    parser.add_argument("--report", default=None, help="also write the report here (e.g. under results/benchmarks/)")
     args = parser.parse_args(argv)
     report = run(args.out, launcher=args.launcher, num_processes=args.num_processes, steps=args.steps,
                  single=not args.no_single)
-    print(json.dumps({k: v for k, v in report.items() if k != "recipe"}, indent=1))
+    if args.report:
+        write_json(args.report, report)
+    print(json.dumps({k: v for k, v in report.items() if k != "provenance"}, indent=1))
     return 0
 
 
