@@ -24,6 +24,8 @@ __all__ = [
     "REPO_ROOT",
     "results_root",
     "benchmarks_root",
+    "world_report_path",
+    "compatibility_path",
     "cache_root",
     "world_cache",
     "policy_cache",
@@ -42,6 +44,16 @@ def _results_base() -> Path:
 def results_root() -> Path:
     """The experiment records: ``$DPOLIB_RECORDS/lab`` or ``<repo>/results/lab``."""
     return _results_base() / "lab"
+
+
+def world_report_path(profile: str, root: Path | None = None) -> Path:
+    """The world report of a CPU-world profile: ``<records>/world_report_<profile>.json``."""
+    return Path(root or results_root()) / f"world_report_{profile}.json"
+
+
+def compatibility_path(profile: str, root: Path | None = None) -> Path:
+    """The measured compatibility of a profile's students and references: ``<records>/<profile>/compatibility.json``."""
+    return Path(root or results_root()) / profile / "compatibility.json"
 
 
 def benchmarks_root() -> Path:

@@ -37,6 +37,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
+from .paths import REPO_ROOT
+
 __all__ = [
     "git_commit",
     "library_versions",
@@ -58,7 +60,7 @@ __all__ = [
 #: The top-level field in which :func:`atomic_write_json` stores the file's checksum.
 CHECKSUM_FIELD = "_sha256"
 
-_REPO = Path(__file__).resolve().parents[1]
+_REPO = REPO_ROOT
 
 
 def git_commit() -> str:

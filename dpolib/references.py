@@ -47,6 +47,7 @@ import torch
 
 from .encoding import EncodedResponse, Prompt, Response, check_tokenizer, encode, encode_prior
 from .logprobs import ScoredResponses, check_lengths, score_encoded
+from .paths import cache_root
 from .provenance import CorruptFileError, atomic_write_json, file_lock, quarantine, read_json, read_json_checked
 
 __all__ = [
@@ -424,8 +425,8 @@ def _dataset_fingerprint(dataset) -> str:
 
 
 def default_cache_dir() -> Path:
-    """``$DPOLIB_CACHE`` or ``~/.cache/dpolib``."""
-    return Path(os.environ.get("DPOLIB_CACHE", Path.home() / ".cache" / "dpolib"))
+    """``$DPOLIB_CACHE`` or ``~/.cache/dpolib`` (:func:`dpolib.paths.cache_root`)."""
+    return cache_root()
 
 
 def _check_dataset_type(dataset) -> None:

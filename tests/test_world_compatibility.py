@@ -5,7 +5,7 @@ dpolib.experiments world``, not here."""
 import pytest
 
 from dpolib.provenance import read_json, write_json
-from dpolib.world import compatibility
+from dpolib.world import compatibility, families
 from dpolib.world.profiles import get_profile
 
 SMOKE = get_profile("smoke")
@@ -13,12 +13,12 @@ MEASURES = {"char": {"self": {"logp_corr": 1.0}}, "bpe": {"self": {"logp_corr": 
 
 
 def test_reference_roles_follow_the_cpu_backend():
-    assert compatibility.reference_model("char", "self") == ("char", "small")
-    assert compatibility.reference_model("char", "compatible") == ("char", "large")
-    assert compatibility.reference_model("char", "incompatible") == ("bpe", "large")
-    assert compatibility.reference_model("bpe", "incompatible") == ("char", "large")
+    assert families.reference_model("char", "self") == ("char", "small")
+    assert families.reference_model("char", "compatible") == ("char", "large")
+    assert families.reference_model("char", "incompatible") == ("bpe", "large")
+    assert families.reference_model("bpe", "incompatible") == ("char", "large")
     with pytest.raises(ValueError, match="reference must be one of"):
-        compatibility.reference_model("char", "uniform")
+        families.reference_model("char", "uniform")
 
 
 def test_world_keys_change_with_the_models():

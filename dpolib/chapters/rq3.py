@@ -37,6 +37,7 @@ from ..experiments.records import Record, load_grid, select
 from ..provenance import read_json
 from ..scorecard import Claim, Measurement, verdict_counts
 from ..stats import spearman
+from ..world.families import reference_model
 from .common import arm_stats, best_record, compare, pm, student_label, students, sweep
 
 __all__ = [
@@ -293,7 +294,7 @@ def load_compatibility(profile: str, root: Path | None = None) -> dict | None:
     Written, with provenance and the stage keys of the models measured, by
     :func:`dpolib.world.compatibility.write_compatibility` (``python -m dpolib.experiments world``).
     """
-    path = Path(root or paths.results_root()) / profile / "compatibility.json"
+    path = paths.compatibility_path(profile, root)
     return read_json(path) if path.exists() else None
 
 
@@ -346,7 +347,7 @@ def reference_strength(profile: str, root: Path | None = None) -> pd.DataFrame:
     empty when there is none. The roles are the cpu backend's: ``self`` = the student's ``small`` model,
     ``compatible`` = its family's ``large`` one, ``incompatible`` = the other family's ``large`` one.
     """
-    path = Path(root or paths.results_root()) / f"world_report_{profile}.json"
+    path = paths.world_report_path(profile, root)
     if not path.exists():
         return pd.DataFrame()
     report = read_json(path)
@@ -354,9 +355,8 @@ def reference_strength(profile: str, root: Path | None = None) -> pd.DataFrame:
     families = list(dict.fromkeys(k.split("/")[0] for k in quality))
     rows = []
     for s in families:
-        others = [f for f in families if f != s]
-        models = {"self": f"{s}/small", "compatible": f"{s}/large",
-                  "incompatible": f"{others[0]}/large" if len(others) == 1 else ""}
+        models = {ref: "/".join(reference_model(s, ref, families)) if len(families) == 2 or ref != "incompatible" else ""
+                  for ref in REFERENCES}
         for ref in REFERENCES:
             rows.append({"student": s, "reference": ref, "reference model": models[ref],
                          "reference mean gold": quality.get(models[ref], {}).get("mean_gold", math.nan),

@@ -98,7 +98,7 @@ class LoadedReport(NamedTuple):
 def _report_file(profile: str, root: Path | None = None) -> Path:
     """``<root>/world_report_<profile>.json`` (root: :func:`dpolib.paths.results_root`), the file
     :func:`dpolib.world.report.write_world_report` writes."""
-    return Path(root or paths.results_root()) / f"world_report_{profile}.json"
+    return paths.world_report_path(profile, root)
 
 
 def load_report(profile: str, root: Path | None = None, fallback: str = "cpu") -> LoadedReport:

@@ -22,23 +22,15 @@ from .. import paths
 from ..provenance import stable_hash
 from ..references import ModelReference, PriorReference, UniformReference
 from ..world import pairs, pretrain, writers
-from ..world.families import FAMILIES
+from ..world.families import FAMILIES, reference_model
 from ..world.profiles import Profile, get_profile
 from ..world.task import gold_score
 from .backend import Backend, World
 from .metrics import JudgeResult
 
-__all__ = ["CpuBackend", "other_family", "build_world", "cpu_threads"]
+__all__ = ["CpuBackend", "build_world", "cpu_threads"]
 
 _WORLDS: dict[str, World] = {}
-
-
-def other_family(family: str) -> str:
-    """The family a student does not belong to (the incompatible reference's)."""
-    others = [f for f in FAMILIES if f != family]
-    if len(others) != 1:
-        raise ValueError(f"expected exactly two families, got {sorted(FAMILIES)}")
-    return others[0]
 
 
 @contextmanager
@@ -106,15 +98,11 @@ class CpuBackend(Backend):
             return UniformReference()
         if config.reference == "prior":
             return self.scorer(*_load(self.student_dir(config, world)), world, f"{config.student}-prior", prior=True)
-        if config.reference in ("self", "none"):  # the SFT row is scored against itself: r_θ = 0, as in Table 2
-            family, name = config.student, f"{config.student}-small-sft"
-            path = self.student_dir(config, world)
-        elif config.reference in ("compatible", "incompatible"):
-            family = config.student if config.reference == "compatible" else other_family(config.student)
-            path, name = pretrain.model_dir(family, "large", "sft", p), f"{family}-large-sft"
-        else:
+        if config.reference not in ("self", "none", "compatible", "incompatible"):
             raise ValueError(f"the cpu backend does not build reference {config.reference!r} itself")
-        return self.scorer(*_load(path), world, name)
+        # the SFT row ("none") is scored against itself: r_θ = 0, as in Table 2
+        family, size = reference_model(config.student, "self" if config.reference == "none" else config.reference)
+        return self.scorer(*_load(pretrain.model_dir(family, size, "sft", p)), world, f"{family}-{size}-sft")
 
     def policy_dir(self, config) -> Path:
         return paths.policy_cache(config.profile) / config.key(self.profile)

@@ -33,7 +33,7 @@ from .. import evaluation, paths
 from ..provenance import provenance, read_json, write_json
 from ..references import ModelReference
 from . import pairs, pretrain
-from .families import FAMILIES
+from .families import FAMILIES, reference_model
 from .profiles import Profile
 
 __all__ = [
@@ -52,22 +52,8 @@ _SIZES = ("small", "large")
 
 
 def compatibility_path(profile: str, root: Path | None = None) -> Path:
-    """``<root>/<profile>/compatibility.json`` (root: :func:`dpolib.paths.results_root`)."""
-    return Path(root or paths.results_root()) / profile / "compatibility.json"
-
-
-def reference_model(student: str, reference: str) -> tuple[str, str]:
-    """``(family, size)`` of the SFT model that plays ``reference`` for ``student``, as the cpu backend builds it."""
-    if reference == "self":
-        return student, "small"
-    if reference == "compatible":
-        return student, "large"
-    if reference == "incompatible":
-        others = [f for f in FAMILIES if f != student]
-        if len(others) != 1:
-            raise ValueError(f"expected exactly two families, got {sorted(FAMILIES)}")
-        return others[0], "large"
-    raise ValueError(f"reference must be one of {REFERENCES}, got {reference!r}")
+    """``<root>/<profile>/compatibility.json`` (:func:`dpolib.paths.compatibility_path`)."""
+    return paths.compatibility_path(profile, root)
 
 
 def world_keys(profile: Profile) -> dict[str, str]:

@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-__all__ = ["FamilySpec", "FAMILIES", "build_tokenizer", "build_model", "CHAR_TEMPLATE", "CHATML_TEMPLATE"]
+__all__ = ["FamilySpec", "FAMILIES", "build_tokenizer", "build_model", "CHAR_TEMPLATE", "CHATML_TEMPLATE",
+           "REFERENCE_ROLES", "reference_model"]
 
 CHAR_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}"
@@ -183,3 +184,28 @@ def build_model(spec: FamilySpec, tokenizer, n_layer: int, hidden: int, n_positi
         )  # fmt: skip
         return LlamaForCausalLM(config)
     raise ValueError(f"unknown architecture {spec.arch!r}")
+
+
+#: The model references a CPU-world student can be given, and the SFT model that plays each.
+REFERENCE_ROLES = ("self", "compatible", "incompatible")
+
+
+def reference_model(student: str, reference: str, families=None) -> tuple[str, str]:
+    """``(family, size)`` of the SFT model that plays ``reference`` for ``student``.
+
+    ``self`` is the student (its family's ``small`` model), ``compatible`` its family's
+    ``large`` model (same tokenizer and template), ``incompatible`` the other family's
+    ``large`` model (another tokenizer, template and architecture). ``families`` defaults to
+    :data:`FAMILIES` (a report of another world passes its own two).
+    """
+    families = list(FAMILIES if families is None else families)
+    if reference == "self":
+        return student, "small"
+    if reference == "compatible":
+        return student, "large"
+    if reference == "incompatible":
+        others = [f for f in families if f != student]
+        if len(others) != 1:
+            raise ValueError(f"expected exactly two families, got {sorted(families)}")
+        return others[0], "large"
+    raise ValueError(f"reference must be one of {REFERENCE_ROLES}, got {reference!r}")

@@ -27,7 +27,7 @@ __all__ = ["data_report", "compatibility_report", "world_design", "write_world_r
 
 def report_path(profile: str, root: Path | None = None) -> Path:
     """``results/lab/world_report_<profile>.json`` (or under ``root``)."""
-    return (root or paths.results_root()) / f"world_report_{profile}.json"
+    return paths.world_report_path(profile, root)
 
 
 def _content(x) -> str:
