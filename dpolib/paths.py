@@ -62,8 +62,8 @@ def benchmarks_root() -> Path:
 
 
 def cache_root() -> Path:
-    """``$DPOLIB_CACHE`` or ``~/.cache/dpolib``: everything that can be rebuilt."""
-    return Path(os.environ.get("DPOLIB_CACHE", Path.home() / ".cache" / "dpolib"))
+    """``$DPOLIB_CACHE`` (when set and not empty) or ``~/.cache/dpolib``: everything that can be rebuilt."""
+    return Path(os.environ.get("DPOLIB_CACHE") or Path.home() / ".cache" / "dpolib")
 
 
 def world_cache() -> Path:
