@@ -5,7 +5,7 @@ from typed :class:`~dpolib.experiments.records.Record`\\ s in the book's one sty
 (:mod:`dpolib.plotting`): our analogues of the paper's Table 1 and Table 2 as curves, the
 output length beside EOS's Eq. (8) value, and the headline arms of
 :func:`dpolib.chapters.rq1.headline` with their seed spread. :func:`tabular_curve` adds a
-dense β sweep in the exact tabular world (:mod:`dpolib.tabular`) for contrast. The
+dense β sweep in the exact tabular world (read from its record, :mod:`dpolib.chapters.exact`) for contrast. The
 token-level Figures 1 and 2 are in :mod:`dpolib.chapters.rq1_tokens`.
 """
 
@@ -17,9 +17,10 @@ from typing import Iterable
 import pandas as pd
 
 from .. import plotting
-from .. import tabular as T
 from ..experiments.records import Record
 from .common import SFT_BETA, metric_of, student_label
+from .exact import curve as exact_curve
+from .exact import evidence as exact_evidence
 from .rq1 import HEADLINE_ARMS, students, sweep_records
 from .rq1_tokens import eos_diff
 
@@ -134,20 +135,16 @@ def plot_headline(head: pd.DataFrame):
 # --------------------------------------------------------------------------- the exact world, for contrast
 
 
-def tabular_curve(n_betas: int = 40, student: str = "loglinear", seed: int | None = None) -> pd.DataFrame:
-    """DPO with the SFT reference in :mod:`dpolib.tabular`'s exact world, on a dense β grid.
+def tabular_curve(student: str = "loglinear", record: dict | None = None) -> pd.DataFrame:
+    """DPO with the SFT reference in :mod:`dpolib.tabular`'s exact world, on the exact-world record's dense β grid.
 
-    Each β is trained on the world's finite preference data (Eq. 5) and evaluated exactly:
+    Each β was trained on the world's finite preference data (Eq. 5) and evaluated exactly when
+    the record was written (:mod:`dpolib.chapters.exact`, ``python -m dpolib.experiments exact``):
     ``gold`` (expected gold reward), ``accuracy`` (policy ranking accuracy, Table 2's p_θ),
     ``length`` (expected length), ``kl_sft`` and ``entropy``; one row per β (ascending).
+    ``attrs["sft"]`` holds the SFT model's exact metrics. ``record`` defaults to the book's.
     """
-    world = T.make_world() if seed is None else T.make_world(seed=seed)
-    betas = T.log_betas(n_betas)
-    m = T.evaluate(world, T.train(world, "sft", betas, student), "sft")
-    df = pd.DataFrame({k: v.detach().numpy() for k, v in m.items()}, index=pd.Index(betas.numpy(), name="β"))
-    df.attrs["sft"] = {k: float(v) for k, v in T.evaluate(world, world.log_sft.unsqueeze(0), "sft").items() if v.numel() == 1}
-    df.attrs["length_peak"] = world.config.length_peak
-    return df
+    return exact_curve(record if record is not None else exact_evidence(), student, "dpo")
 
 
 def plot_tabular(curve: pd.DataFrame):

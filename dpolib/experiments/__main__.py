@@ -1,4 +1,4 @@
-"""The one command line: ``python -m dpolib.experiments {world,run,show,estimate} ...``.
+"""The one command line: ``python -m dpolib.experiments {world,run,show,estimate,exact} ...``.
 
 Examples::
 
@@ -10,6 +10,7 @@ Examples::
     python -m dpolib.experiments run --grid rq1 --profile gpu --judge alpaca_eval   # the real AlpacaEval 2
     python -m dpolib.experiments run --grid rq1 --profile gpu --lora --set n_pref_train=512
     python -m dpolib.experiments estimate                          # ESTIMATED minutes per gpu run per GPU kind
+    python -m dpolib.experiments exact                             # the exact world's and the theory's records
 
 ``--set field=value`` overrides a :class:`dpolib.hub.profile.HubProfile` field at ``--profile gpu``
 (the record key changes with it).
@@ -90,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
         "show": sub.add_parser("show", help="print a named grid's records"),
     }
     sub.add_parser("estimate", help="ESTIMATED time of one gpu DPO run per GPU kind")
+    exact = sub.add_parser("exact", help="write the exact world's and the theory chapter's records (results/exact, "
+                                         "results/theory); read back when their key is unchanged")
+    exact.add_argument("--force", action="store_true", help="recompute even when a record with the same key exists")
     for name, p in commands.items():
         p.add_argument("--profile", default="cpu", choices=PROFILES)
         p.add_argument("--set", action="append", metavar="FIELD=VALUE", help="override a HubProfile field (gpu)")
@@ -111,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
             e = estimate(gpu=gpu)
             print(f"{gpu}: about {e['estimated_minutes']:.0f} min per DPO run ({e['dpo_steps']} steps) -- an ESTIMATE, "
                   "not a measurement")
+        return 0
+    if args.command == "exact":
+        from .exact import write_all
+
+        write_all(force=args.force)
         return 0
     backend = _backend(args)
     if args.command == "world":
@@ -138,9 +147,12 @@ def main(argv: list[str] | None = None) -> int:
             records = run_grid(name, args.profile, seeds=args.seeds, force=args.force, workers=args.workers,
                                backend=backend if args.workers == 1 else None)
             print(f"grid {name}: {len(records)} records in {time.perf_counter() - t:.1f} s")
+        damaged: list = []
         records = load_records(grid(name, args.profile, args.seeds), settings=backend.settings,
-                               suffix=backend.record_suffix)
+                               suffix=backend.record_suffix, damaged=damaged)
         print(f"\n== {name} ({args.profile}): {len(records)} records")
+        for err in damaged:
+            print(f"damaged record, skipped (run recomputes it): {err}")
         if records:
             print(_table(records).to_string(index=False))
     return 0
