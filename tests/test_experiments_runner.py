@@ -193,3 +193,76 @@ def test_load_grid_reads_and_never_trains(tmp_path, monkeypatch):
     path.write_text(json.dumps(committed.with_config(**{}).to_dict()))
     assert len(R.load_grid("rq1", "smoke", root=tmp_path)) == 1
     assert R.load_grid("rq1", "smoke", root=tmp_path, complete=True) == []  # 1 of 14 runs: incomplete
+
+
+# --------------------------------------------------------------------------- interruption and damage
+
+_DIE_DURING_WRITE = """
+import os, signal, sys
+from pathlib import Path
+from dpolib import provenance
+from dpolib.experiments import runner
+from dpolib.experiments.config import RunConfig
+
+target, root = sys.argv[1], Path(sys.argv[2])
+real = provenance.atomic_write_bytes
+
+def dying(path, data):
+    path = Path(path)
+    if (target == "cache" and "ref_logps" in path.parts) or (target == "record" and path.is_relative_to(root)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.with_name(f".{path.name}.tmp-killed").write_bytes(data[: len(data) // 2])  # half a write, then death
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(path, data)
+
+provenance.atomic_write_bytes = dying
+runner.run(RunConfig("smoke", "bpe", "dpo", "self", 0.1), root=root)
+"""
+
+
+def _killed_run(target: str, root) -> int:
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-c", _DIE_DURING_WRITE, target, str(root)], capture_output=True,
+                          timeout=600).returncode
+
+
+def test_interrupted_and_damaged_files_are_named_and_recomputed(smoke_env, tmp_path):
+    """SIGKILL during a reference-cache write and during a record write, then a corrupted cache file and a
+    corrupted record: the rerun names each damaged file once and ends with records identical to an
+    uninterrupted run's."""
+    import os
+    import signal
+    import warnings
+
+    from dpolib import paths
+    from dpolib.provenance import CorruptFileWarning
+
+    root = tmp_path / "results"
+    config = C.RunConfig("smoke", "bpe", "dpo", "self", 0.1)
+    path = R.record_path(config, root)
+    assert _killed_run("cache", root) == -signal.SIGKILL
+    assert not path.exists()
+    assert _killed_run("record", root) == -signal.SIGKILL
+    assert not path.exists()  # the record write was atomic: nothing half-written under its name
+    assert list(path.parent.glob(".*.tmp-killed"))  # (the fake half-write our hook left beside it)
+
+    sft = runner.run(C.RunConfig("smoke", "bpe", "sft", "none", None), root=root)
+    sft.path.write_text(sft.path.read_text()[:200])  # a truncated record
+    caches = sorted((paths.world_cache() / "ref_logps").glob("*.json"), key=os.path.getmtime)
+    caches[-1].write_text('{"garbage')  # the newest cache file: the bpe student's scores
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for again in (config, C.RunConfig("smoke", "bpe", "sft", "none", None)):
+            runner.run(again, root=root)
+    named = [str(w.message) for w in caught if issubclass(w.category, CorruptFileWarning)]
+    assert any(caches[-1].name in m for m in named), named
+    assert any(sft.path.name in m for m in named), named
+
+    fresh = runner.run(config, root=tmp_path / "uninterrupted", force=True)
+    rerun = R.read_record(path)
+    assert rerun.metrics == fresh.metrics
+    assert [c["loss"] for c in rerun.curves] == [c["loss"] for c in fresh.curves]
+    assert R.read_record(R.record_path(C.RunConfig("smoke", "bpe", "sft", "none", None), root)).metrics == sft.metrics

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .. import paths
-from ..provenance import read_json, write_json
+from ..provenance import atomic_write_json, quarantine, read_json
 from .config import GRIDS, RunConfig, sweep_grid
 from .metrics import Metrics
 
@@ -30,8 +30,11 @@ __all__ = [
     "record_path",
     "read_record",
     "write_record",
+    "set_aside",
     "load_records",
     "load_grid",
+    "GridStatus",
+    "grid_status",
     "replicates",
     "select",
     "best_record",
@@ -180,32 +183,50 @@ def record_path(config: RunConfig, root: Path | None = None, settings=None, suff
 
 
 def read_record(path: Path) -> Record:
-    """Read and validate one record file; raises :class:`RecordError` naming the file when it is damaged."""
+    """Read and validate one record file; raises :class:`RecordError` naming the file when it is damaged.
+
+    Damaged means: not JSON, a failed checksum (records written since the checksum was added
+    carry one), or a field of the schema missing (:meth:`Record.from_dict`).
+    """
     path = Path(path)
     try:
         data = read_json(path)
-    except ValueError as err:  # JSONDecodeError is a ValueError
+    except ValueError as err:  # CorruptFileError and JSONDecodeError are ValueErrors
         raise RecordError(path, f"not valid JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise RecordError(path, f"not valid JSON (a record is an object, got {type(data).__name__})")
     return Record.from_dict(data, path)
 
 
 def write_record(record: Record, path: Path) -> Path:
-    write_json(Path(path), record.to_dict())
-    return Path(path)
+    """Write atomically (temporary file, then rename) with a content checksum: a reader sees all or nothing."""
+    return atomic_write_json(Path(path), record.to_dict())
+
+
+def set_aside(path: Path, error: RecordError) -> Path:
+    """Move a damaged record to ``<name>.corrupt`` (warning once, naming it) so that it is recomputed."""
+    return quarantine(path, error.reason)
 
 
 def load_records(configs: Iterable[RunConfig], root: Path | None = None, missing: str = "skip",
-                 settings=None, suffix: str = "") -> list[Record]:
+                 settings=None, suffix: str = "", damaged: list | None = None) -> list[Record]:
     """The records of ``configs`` that exist, in order (``missing="raise"`` insists on all).
 
     ``settings`` keys the records when they were made under other profile settings than the
     named profile's (tests that run the gpu path on local models); ``suffix`` selects records of
-    another judge (``"-alpaca_eval"``)."""
+    another judge (``"-alpaca_eval"``). A damaged record raises :class:`RecordError` naming it,
+    unless a list is passed as ``damaged``: the error is then appended there and the record skipped
+    (``show`` reports them and goes on)."""
     out = []
     for config in configs:
         path = record_path(config, root, settings, suffix)
         if path.exists():
-            out.append(read_record(path))
+            try:
+                out.append(read_record(path))
+            except RecordError as err:
+                if damaged is None:
+                    raise
+                damaged.append(err)
         elif missing == "raise":
             raise FileNotFoundError(
                 f"no record for {config.label()} at {path}; run it with "
@@ -220,6 +241,98 @@ def load_grid(name: str, profile: str, seeds: Iterable[int] = (0,), root: Path |
     configs = grid(name, profile, seeds, root)
     records = load_records(configs, root)
     return [] if complete and len(records) < len(configs) else records
+
+
+#: Worker processes the time estimate of a cpu-world grid assumes (``run --workers 2``, a 2-core Colab runtime).
+STATUS_WORKERS = 2
+
+
+@dataclass(frozen=True)
+class GridStatus:
+    """Which records of a grid exist, and what computing the missing ones takes (:func:`grid_status`).
+
+    Attributes:
+        name, profile, seeds: the grid. total, present: its runs, and those with a record.
+        missing: the configurations without a record, in grid order.
+        estimated_minutes: about how long computing ``missing`` takes (``None``: nothing to time it by).
+        basis: how ``estimated_minutes`` was obtained (shown in :attr:`message`).
+    """
+
+    name: str
+    profile: str
+    seeds: tuple
+    total: int
+    present: int
+    missing: tuple = ()
+    estimated_minutes: float | None = None
+    basis: str = ""
+
+    @property
+    def command(self) -> str:
+        """The command that computes the missing records (records already written are read back)."""
+        seeds = "" if self.seeds == (0,) else " --seeds " + " ".join(map(str, self.seeds))
+        workers = "" if self.profile == "gpu" else f" --workers {STATUS_WORKERS}"
+        return f"python -m dpolib.experiments run --grid {self.name} --profile {self.profile}{seeds}{workers}"
+
+    @property
+    def message(self) -> str:
+        """What is missing, the command that computes it and about how long that takes ("" when complete)."""
+        if not self.missing:
+            return ""
+        labels = ", ".join(c.label() for c in self.missing[:3])
+        more = f" and {len(self.missing) - 3} more" if len(self.missing) > 3 else ""
+        took = ("about " + (f"{self.estimated_minutes / 60:.1f} hours" if self.estimated_minutes >= 90
+                            else f"{max(self.estimated_minutes, 1):.0f} min")
+                if self.estimated_minutes is not None else "an unknown time")
+        return (f"Missing records: {len(self.missing)} of the {self.total} runs of grid {self.name!r} at profile "
+                f"{self.profile!r} ({labels}{more}).\nCompute them with: {self.command}\n"
+                f"That takes {took} ({self.basis}).")
+
+
+def _gpu_kind() -> str:
+    """The ``ASSUMED_TFLOPS`` entry of this machine's GPU, else the free Colab GPU (``"T4"``)."""
+    import torch
+
+    from ..hub.profile import ASSUMED_TFLOPS
+
+    name = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
+    return next((kind for kind in ASSUMED_TFLOPS if kind in name), "T4")
+
+
+def grid_status(name: str, profile: str, seeds: Iterable[int] = (0,), root: Path | None = None,
+                gpu: str | None = None) -> GridStatus:
+    """Which records of a grid are missing and about how long computing them takes; reads only.
+
+    The time: at ``gpu``, :func:`dpolib.hub.profile.estimate` per missing DPO run on ``gpu`` (default:
+    this machine's GPU kind, else a T4), an ESTIMATE from assumed throughput covering DPO training only.
+    In the CPU world, the mean measured ``wall_time_s`` of this profile's committed records of the grid
+    (else of its other grids) times the missing runs, over :data:`STATUS_WORKERS` workers.
+    """
+    seeds = tuple(seeds)
+    configs = grid(name, profile, seeds, root)
+    missing = tuple(c for c in configs if not record_path(c, root).exists())
+    minutes, basis = None, "no committed record of this profile to time it by"
+    if missing and profile == "gpu":
+        from ..hub.profile import estimate
+
+        kind = gpu or _gpu_kind()
+        per_run = estimate(gpu=kind)["estimated_minutes"]
+        n_dpo = sum(c.objective != "sft" for c in missing)
+        minutes = n_dpo * per_run
+        basis = (f"an ESTIMATE from assumed {kind} throughput, not a measurement: {n_dpo} DPO runs x about "
+                 f"{per_run:.0f} min of training; building the SFT student and evaluating each model come on top")
+    elif missing:
+        for names in ((name,), tuple(g for g in GRIDS if g not in (name, "seeds"))):
+            times = [r.wall_time_s for g in names for r in load_grid(g, profile, seeds, root)]
+            times = [t for t in times if math.isfinite(t)]
+            if times:
+                mean = sum(times) / len(times)
+                minutes = len(missing) * mean / 60 / STATUS_WORKERS
+                basis = (f"measured: the committed {profile} records of grid{'s' if len(names) > 1 else ''} "
+                         f"{', '.join(names)} took {mean:.0f} s per run on average; {len(missing)} runs over "
+                         f"{STATUS_WORKERS} workers; building the CPU world once comes on top if it is not cached")
+                break
+    return GridStatus(name, profile, seeds, len(configs), len(configs) - len(missing), missing, minutes, basis)
 
 
 def replicates(config: RunConfig, seeds: Iterable[int] = HEADLINE_SEEDS, root: Path | None = None) -> list[Record]:

@@ -29,7 +29,10 @@ from ..references import precompute
 from .backend import Backend
 from .config import BETAS, PROFILES, RunConfig
 from .metrics import evaluate_policy, pair_metrics, score_pairs
-from .records import Record, best_record, grid, load_records, read_record, record_path, write_record
+from ..models import reusable_model_dir, save_pretrained_atomic
+from .records import (
+    Record, RecordError, best_record, grid, load_records, read_record, record_path, set_aside, write_record,
+)  # fmt: skip
 
 __all__ = ["backend_for", "run", "run_grid", "save_policy", "KEEP_POLICY_GRIDS"]
 
@@ -51,9 +54,11 @@ def backend_for(profile: str) -> Backend:
 
 
 def save_policy(policy, tokenizer, out: Path) -> None:
-    """Save a trained policy and its tokenizer where a later run loads it as a reference (Appendix E)."""
-    policy.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    """Save a trained policy and its tokenizer where a later run loads it as a reference (Appendix E).
+
+    Atomic: the folder is complete or absent (:func:`dpolib.models.save_pretrained_atomic`).
+    """
+    save_pretrained_atomic(policy, tokenizer, out)
 
 
 def _best_rq1_reference(config: RunConfig, backend: Backend, world, root: Path | None):
@@ -66,7 +71,7 @@ def _best_rq1_reference(config: RunConfig, backend: Backend, world, root: Path |
                            f"--profile {config.profile}")
     best_config = replace(best.config, seed=config.seed)
     path = backend.policy_dir(best_config)
-    if not path.exists():
+    if not reusable_model_dir(path):  # absent, or half-written by an interrupted run (moved aside, named once)
         run(best_config, root=root, keep_policy=True, force=True, backend=backend)
     return backend.scorer(*backend.load(path, world, scoring=True), world, f"{config.student}-dpo-beta={best_config.beta:g}")
 
@@ -119,7 +124,10 @@ def run(config: RunConfig, *, root: Path | None = None, force: bool = False, kee
     backend = backend or backend_for(config.profile)
     path = record_path(config, root, backend.settings, backend.record_suffix)
     if path.exists() and not force:
-        return read_record(path)
+        try:
+            return read_record(path)
+        except RecordError as err:  # damaged: set aside (named once), then recomputed below
+            set_aside(path, err)
     with backend.session():
         times: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -169,6 +177,18 @@ def _check_workers(workers: int) -> int:
     return workers
 
 
+def _readable(path: Path) -> bool:
+    """A record that exists and validates; a damaged one is set aside (named once) and counts as missing."""
+    if not path.exists():
+        return False
+    try:
+        read_record(path)
+        return True
+    except RecordError as err:
+        set_aside(path, err)
+        return False
+
+
 def run_grid(name: str, profile: str, *, seeds: Iterable[int] = (0,), root: Path | None = None, force: bool = False,
              workers: int = 1, progress: bool = True, backend: Backend | None = None) -> list[Record]:
     """Run (or read back) every configuration of a grid; return the records in grid order.
@@ -183,7 +203,7 @@ def run_grid(name: str, profile: str, *, seeds: Iterable[int] = (0,), root: Path
     backend = backend or backend_for(profile)
     configs = grid(name, profile, seeds, root)
     keep = name in KEEP_POLICY_GRIDS
-    todo = [c for c in configs if force or not record_path(c, root, backend.settings, backend.record_suffix).exists()]
+    todo = [c for c in configs if force or not _readable(record_path(c, root, backend.settings, backend.record_suffix))]
     bar = tqdm(total=len(todo), desc=f"grid {name} ({profile})", disable=not progress or not todo)
     if workers > 1 and len(todo) > 1 and profile != "gpu":
         import multiprocessing as mp
