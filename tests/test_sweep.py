@@ -139,8 +139,10 @@ def test_length_groups_keep_every_response_token_and_cut_padding():
         groups, counts = make_groups(pairs, recipe, cost)
         assert sum(len(g.target) for g in groups) == sum(len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
         assert counts["real"] <= counts["padded"] <= counts["trl_padded"]
-        ids = torch.cat([g.input_ids.reshape(-1)[g.source + 1] for g in groups])
-        assert torch.equal(ids, torch.cat([g.target for g in groups]))  # each source predicts the next token
+        for g in groups:  # the position of each target's query slot is the one before the target token
+            rows, slots = g.queries.shape
+            position = g.queries.reshape(-1)[g.source]
+            assert torch.equal(g.input_ids[g.source // slots, position + 1], g.target)
     assert len(make_groups(pairs, recipe, 10_000)[0]) == 1 and len(make_groups(pairs, recipe, 0)[0]) > 3
 
 

@@ -40,15 +40,21 @@ SUPPORTED = ("gpt2", "llama")
 class Group:
     """Sequences of similar length padded to one ``(rows, length)`` block.
 
+    The last layer runs its queries, attention output and MLP only at the positions whose
+    next token is a response token (``queries``); every position still gives keys and values.
+
     Attributes:
         input_ids: ``(rows, length)`` token ids (right-padded; padding is never a target).
-        source: ``(targets,)`` flat index ``row * length + position`` of the hidden state
-            that predicts each response token.
+        queries: ``(rows, slots)`` positions the last layer computes, per row (padded slots repeat
+            a valid position and are never read).
+        source: ``(targets,)`` flat index ``row * slots + slot`` of the query slot whose final
+            hidden state predicts each response token.
         target: ``(targets,)`` the response token ids.
         sequence: ``(targets,)`` which output sequence each target belongs to.
     """
 
     input_ids: torch.Tensor
+    queries: torch.Tensor
     source: torch.Tensor
     target: torch.Tensor
     sequence: torch.Tensor
@@ -152,22 +158,23 @@ class StackedLM:
     def _p(self, name: str) -> torch.Tensor:
         return self.params[f"{self.prefix}.{name}"]
 
-    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """Final hidden states ``(K, rows * length, hidden)`` of right-padded rows ``(rows, length)``."""
+    def hidden_states(self, input_ids: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+        """Final hidden states ``(K, rows * slots, hidden)`` at the ``queries`` positions of right-padded rows."""
         rows, length = input_ids.shape
         flat = input_ids.reshape(-1)
+        positions = torch.arange(length)
+        at = Queries(queries, length)
         if self.kind == "gpt2":
-            positions = torch.arange(length).repeat(rows)
-            h = self._p("wte.weight")[:, flat] + self._p("wpe.weight")[:, positions]
+            h = self._p("wte.weight")[:, flat] + self._p("wpe.weight")[:, positions.repeat(rows)]
             for i in range(self.n_layers):
-                h = self._gpt2_block(h, i, rows, length)
+                h = self._gpt2_block(h, i, rows, length, at if i == self.n_layers - 1 else None)
             return self._layer_norm(h, "ln_f")
         h = self._p("embed_tokens.weight")[:, flat]
-        freqs = torch.arange(length, dtype=torch.float)[:, None] * self.inv_freq[None, :]
+        freqs = positions.float()[:, None] * self.inv_freq[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
         rope = (emb.cos().to(h.dtype), emb.sin().to(h.dtype))
         for i in range(self.n_layers):
-            h = self._llama_block(h, i, rows, length, rope)
+            h = self._llama_block(h, i, rows, length, rope, at if i == self.n_layers - 1 else None)
         return self._rms_norm(h, "norm.weight")
 
     def _layer_norm(self, h, name):
@@ -177,42 +184,63 @@ class StackedLM:
     def _rms_norm(self, h, name):
         return F.rms_norm(h, h.shape[-1:], eps=self.eps) * self._p(name).unsqueeze(1)
 
-    def _attention(self, q, k, v, rows, length):
-        """Causal attention of ``(K, rows * length, heads * head_dim)`` projections laid out per head."""
-        n = q.shape[0] * rows
-        out = F.scaled_dot_product_attention(q.reshape(n, length, -1, q.shape[-1]).transpose(1, 2),
-                                             k.reshape(n, length, -1, k.shape[-1]).transpose(1, 2),
-                                             v.reshape(n, length, -1, v.shape[-1]).transpose(1, 2),
-                                             is_causal=True, enable_gqa=k.shape[-2] != q.shape[-2])
-        return out.transpose(1, 2).reshape(q.shape[0], rows * length, -1)
+    def _attention(self, q, k, v, rows, length, at: "Queries | None"):
+        """Causal attention of per-head projections ``(K, positions, heads, head_dim)``.
 
-    def _gpt2_block(self, h, i, rows, length):
+        ``q`` holds every position (``at=None``) or only the query slots of ``at``; keys and
+        values hold every position of the ``(rows, length)`` block.
+        """
+        k_ = q.shape[0]
+        n, slots = k_ * rows, length if at is None else at.slots
+        q = q.reshape(n, slots, -1, q.shape[-1]).transpose(1, 2)
+        k = k.reshape(n, length, -1, k.shape[-1]).transpose(1, 2)
+        v = v.reshape(n, length, -1, v.shape[-1]).transpose(1, 2)
+        gqa = k.shape[1] != q.shape[1]
+        if at is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=at.mask(k_), enable_gqa=gqa)
+        return out.transpose(1, 2).reshape(k_, rows * slots, -1)
+
+    def _gpt2_block(self, h, i, rows, length, at):
         p = f"h.{i}."
         x = self._layer_norm(h, p + "ln_1")
-        qkv = _bmm(x, self._p(p + "attn.c_attn.weight"), self._p(p + "attn.c_attn.bias"))
-        k_, hidden = qkv.shape[0], h.shape[-1]
+        w, b = self._p(p + "attn.c_attn.weight"), self._p(p + "attn.c_attn.bias")
+        k_, hidden = h.shape[0], h.shape[-1]
         heads, hd = self.n_heads, hidden // self.n_heads
-        q, k, v = (t.reshape(k_, rows * length, heads, hd) for t in qkv.split(hidden, dim=-1))
-        a = self._attention(q, k, v, rows, length)
+        if at is None:
+            q, k, v = _bmm(x, w, b).split(hidden, dim=-1)
+        else:  # keys and values everywhere, queries (and all that follows) at the query slots only
+            k, v = _bmm(x, w[..., hidden:], b[..., hidden:]).split(hidden, dim=-1)
+            q = _bmm(x[:, at.flat], w[..., :hidden], b[..., :hidden])
+            h = h[:, at.flat]
+        q, k, v = (t.reshape(k_, -1, heads, hd) for t in (q, k, v))
+        a = self._attention(q, k, v, rows, length, at)
         h = h + _bmm(a, self._p(p + "attn.c_proj.weight"), self._p(p + "attn.c_proj.bias"))
         x = self._layer_norm(h, p + "ln_2")
         x = F.gelu(_bmm(x, self._p(p + "mlp.c_fc.weight"), self._p(p + "mlp.c_fc.bias")),
                    approximate="none" if self.config.activation_function == "gelu" else "tanh")
         return h + _bmm(x, self._p(p + "mlp.c_proj.weight"), self._p(p + "mlp.c_proj.bias"))
 
-    def _llama_block(self, h, i, rows, length, rope):
+    def _llama_block(self, h, i, rows, length, rope, at):
         p = f"layers.{i}."
         x = self._rms_norm(h, p + "input_layernorm.weight")
-        names = ("q_proj", "k_proj", "v_proj")
-        w = torch.cat([self._p(f"{p}self_attn.{n}.weight") for n in names], dim=1)  # (K, q + 2 kv, hidden)
-        qkv = _bmm(x, w.transpose(1, 2))
-        k_, hd = qkv.shape[0], self.head_dim
-        q, k, v = qkv.split([self.n_heads * hd, self.n_kv_heads * hd, self.n_kv_heads * hd], dim=-1)
+        k_, hd, heads, kv_heads = h.shape[0], self.head_dim, self.n_heads, self.n_kv_heads
+        wq, wk, wv = (self._p(f"{p}self_attn.{n}.weight") for n in ("q_proj", "k_proj", "v_proj"))
         cos, sin = (t.repeat(rows, 1)[None, :, None, :] for t in rope)  # (1, rows * length, 1, head_dim)
-        q = q.reshape(k_, rows * length, self.n_heads, hd)
-        k = k.reshape(k_, rows * length, self.n_kv_heads, hd)
-        q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
-        a = self._attention(q, k, v.reshape(k_, rows * length, self.n_kv_heads, hd), rows, length)
+        if at is None:
+            q, k, v = _bmm(x, torch.cat([wq, wk, wv], dim=1).transpose(1, 2)).split(
+                [heads * hd, kv_heads * hd, kv_heads * hd], dim=-1)
+            q_cos, q_sin = cos, sin
+        else:
+            k, v = _bmm(x, torch.cat([wk, wv], dim=1).transpose(1, 2)).chunk(2, dim=-1)
+            q = _bmm(x[:, at.flat], wq.transpose(1, 2))
+            q_cos, q_sin = cos[:, at.flat], sin[:, at.flat]
+            h = h[:, at.flat]
+        q = q.reshape(k_, -1, heads, hd)
+        k = k.reshape(k_, rows * length, kv_heads, hd)
+        q, k = q * q_cos + _rotate_half(q) * q_sin, k * cos + _rotate_half(k) * sin
+        a = self._attention(q, k, v.reshape(k_, rows * length, kv_heads, hd), rows, length, at)
         h = h + _bmm(a, self._p(p + "self_attn.o_proj.weight").transpose(1, 2))
         x = self._rms_norm(h, p + "post_attention_layernorm.weight")
         gate_up = _bmm(x, torch.cat([self._p(p + "mlp.gate_proj.weight"), self._p(p + "mlp.up_proj.weight")],
@@ -229,12 +257,29 @@ class StackedLM:
         head = self.params[self.lm_head]  # (K, vocab, hidden)
         out = head.new_zeros(self.k, n_sequences)
         for g in groups:
-            h = self.hidden_states(g.input_ids)[:, g.source]  # (K, targets, hidden)
+            h = self.hidden_states(g.input_ids, g.queries)[:, g.source]  # (K, targets, hidden)
             logits = torch.bmm(h, head.transpose(1, 2))
             logps = -F.cross_entropy(logits.reshape(-1, logits.shape[-1]), g.target.repeat(self.k),
                                      reduction="none").reshape(self.k, -1)
             out = out.index_add(1, g.sequence, logps)
         return out
+
+
+class Queries:
+    """The last layer's query slots of a ``(rows, length)`` block: flat indices and the causal mask."""
+
+    def __init__(self, queries: torch.Tensor, length: int):
+        rows, self.slots = queries.shape
+        self.flat = (queries + torch.arange(rows)[:, None] * length).reshape(-1)
+        # slot j of row r sees key positions <= its own position: (rows, 1, slots, length)
+        self._mask = (torch.arange(length)[None, None, :] <= queries[:, :, None]).unsqueeze(1)
+        self._expanded: dict[int, torch.Tensor] = {}
+
+    def mask(self, k: int) -> torch.Tensor:
+        """The mask for K members stacked along the batch axis: ``(K * rows, 1, slots, length)``."""
+        if k not in self._expanded:
+            self._expanded[k] = self._mask.repeat(k, 1, 1, 1)
+        return self._expanded[k]
 
 
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
