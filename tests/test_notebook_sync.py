@@ -29,7 +29,8 @@ def test_every_chapter_and_its_ipynb_are_in_sync():
 def test_setup_cell_pins_the_repository_and_version_set_once():
     config = yaml.safe_load((ROOT / "_config.yml").read_text())
     source = sync_notebooks.setup_cell_source()
-    assert f'"dpolib @ git+{config["repository"]["url"]}@v{dpolib.__version__}"' in source
+    assert f'os.environ.get("DPOLIB_BOOK_SOURCE", "{config["repository"]["url"]}")' in source
+    assert f'os.environ.get("DPOLIB_BOOK_REF", "v{dpolib.__version__}")' in source
     assert "profile.detect()" in source and "print(profile.describe(PROFILE))" in source
 
 
@@ -72,6 +73,6 @@ def test_out_of_sync_is_detected_and_repaired(tmp_path):
     sync_notebooks.sync(root=tmp_path)
     assert sync_notebooks.sync(check=True, root=tmp_path) == []
     text = md.read_text()
-    assert "git+https://example.org/x/y@v9.9.9" in text and text.index("Set-up") < text.index("x = 1")
+    assert '"https://example.org/x/y")' in text and '"v9.9.9")' in text and text.index("Set-up") < text.index("x = 1")
     md.write_text(text.replace("x = 1", "x = 2"))  # edit the .md, forget the .ipynb
     assert sync_notebooks.sync(check=True, root=tmp_path) == [md.with_suffix(".ipynb")]
