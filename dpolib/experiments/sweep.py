@@ -244,13 +244,17 @@ def make_groups(pairs: Sequence[Pair], recipe: Recipe, group_cost: int = 0) -> t
 
 def _ref_columns(datasets: Sequence, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(K, n)`` reference chosen / rejected log-probs, checked finite, one row per member."""
-    cols = []
+    cols, read = [], {}
     for m, ds in enumerate(datasets):
+        if id(ds) in read:
+            cols.append(read[id(ds)])
+            continue
         missing = [c for c in REF_COLUMNS if c not in ds.column_names]
         if missing:
             raise ValueError(f"member {m}'s dataset lacks the reference column(s) {missing}: add them with "
                              "dpolib.references.precompute(dataset, reference) (never train against nothing)")
         cols.append([torch.tensor(ds[c], dtype=torch.float64) for c in REF_COLUMNS])
+        read[id(ds)] = cols[-1]
         for c, values in zip(REF_COLUMNS, cols[-1]):
             bad = (~torch.isfinite(values)).nonzero()
             if len(bad):
@@ -266,13 +270,20 @@ def _check_members(datasets: Sequence, pairs: list[Pair], args, tokenizer) -> No
 
     from ..trl_bridge import check_scoring
 
-    first = {c: datasets[0][c] for c in _SHARED_COLUMNS}
+    def rows(ds):
+        return ds.with_format("arrow")[:].select(list(_SHARED_COLUMNS))
+
+    first = rows(datasets[0])
     tokenized = Dataset.from_dict({"prompt_ids": [list(p.prompt_ids) for p in pairs],
                                    "chosen_ids": [list(p.chosen_ids) for p in pairs],
                                    "rejected_ids": [list(p.rejected_ids) for p in pairs]})
+    seen = set()
     for m, ds in enumerate(datasets):
+        if id(ds) in seen:  # the same dataset object for several members (a plain β sweep): checked once
+            continue
+        seen.add(id(ds))
         validate_preference_dataset(ds, REF_COLUMNS)
-        if m and any(ds[c] != first[c] for c in _SHARED_COLUMNS):
+        if m and not rows(ds).equals(first):
             raise ValueError(f"member {m}'s pairs differ from member 0's: a sweep trains its members on the same "
                              "batches, so only the reference columns (and β) may differ between them")
         if REF_SCORING_COLUMN in ds.column_names:
