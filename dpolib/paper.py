@@ -8,7 +8,7 @@ Values were transcribed from the arXiv v2 text (via the project's paper digest);
 ``tests/test_paper.py`` checks them against the values the paper prints in bold.
 
 A cell the paper prints as "[degenerate]" (the run produced degenerate text and
-was not scored) is the marker :data:`DEGENERATE`, never a number: it becomes
+was not scored) is the marker :data:`~dpolib.paper_table.DEGENERATE`, never a number: it becomes
 ``NaN`` in :meth:`PaperTable.frame` and is listed by :attr:`PaperTable.degenerate`.
 
 Usage::
@@ -31,10 +31,6 @@ import pandas as pd
 from .paper_table import DEGENERATE, Degenerate, PaperRow, PaperTable
 
 __all__ = [
-    "DEGENERATE",
-    "Degenerate",
-    "PaperRow",
-    "PaperTable",
     "CITATION",
     "BIBKEY",
     "RQ1_BETAS",

@@ -1,7 +1,7 @@
 """A table of the paper as data: typed rows and cells, its caption and source, and how it is rendered.
 
 :class:`PaperTable` holds one of the paper's tables (:mod:`dpolib.paper` has the numbers);
-:data:`DEGENERATE` marks the cells the paper prints as "[degenerate]".
+:data:`~dpolib.paper_table.DEGENERATE` marks the cells the paper prints as "[degenerate]".
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class PaperRow:
 
     Attributes:
         label: the row label as printed, e.g. ``"0.05"`` or ``"∞ (original)"``.
-        values: one cell per column: a float or :data:`DEGENERATE`.
+        values: one cell per column: a float or :data:`~dpolib.paper_table.DEGENERATE`.
         beta: the beta of the row, if it has one (``math.inf`` for the SFT model).
         role: ``"sweep"`` (a point of a beta sweep), ``"sft"`` (the model before DPO),
             ``"previous"`` (a model from earlier work), ``"reference"`` (the reference model
@@ -120,7 +120,7 @@ class PaperTable:
         raise KeyError(f"{self.key} has no row {label!r}; rows: {[r.label for r in self.rows]}")
 
     def cell(self, label: str, column: str):
-        """The cell at (row label, column): a float or :data:`DEGENERATE`."""
+        """The cell at (row label, column): a float or :data:`~dpolib.paper_table.DEGENERATE`."""
         if column not in self.columns:
             raise KeyError(f"{self.key} has no column {column!r}; columns: {list(self.columns)}")
         return self.row(label).values[self.columns.index(column)]

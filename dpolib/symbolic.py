@@ -11,7 +11,7 @@ response space of symbolic size ``n`` where sympy can work with it and a concret
   domains (distributions drawn from a Dirichlet) and returns the largest gap.
 
 Some steps are *derived* by sympy rather than written down: :func:`gibbs_kkt`
-differentiates the Lagrangian and solves for the optimum, :func:`pair_optimum`
+differentiates the Lagrangian and solves for the optimum, :func:`~dpolib.symbolic_training.pair_optimum`
 solves for the minimiser of an expected pair loss
 (in :mod:`dpolib.symbolic_training`, with the gradient, the optimum's limits and the registry :data:`~dpolib.symbolic_training.ALL`).
 

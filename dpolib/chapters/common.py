@@ -41,7 +41,7 @@ __all__ = [
     "pm",
 ]
 
-#: β of the SFT row: no KL-regularised training (the paper's "∞ / original" row).
+#: β of the SFT row, which has no KL-regularised training (the paper's "∞ / original" row).
 SFT_BETA = math.inf
 
 #: How the CPU world's students are named in tables and figures; any other name (a gpu student) is shown as is.

@@ -111,7 +111,7 @@ def robustness_table(record: dict) -> pd.DataFrame:
     Every claim compares best gold rewards over the coarse β grid (log-linear student):
     ``sft`` is DPO, ``uniform`` the probability objective, ``prior`` the likelihood objective,
     ``compatible``/``incompatible`` the strongest references. An interior optimum loses at
-    least :data:`INTERIOR_DROP` at both ends of the grid.
+    least :data:`~dpolib.chapters.exact.INTERIOR_DROP` at both ends of the grid.
     """
     rows = []
     for world in record["robustness"]["worlds"]:

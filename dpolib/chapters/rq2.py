@@ -89,7 +89,7 @@ def by_objective(recs: Iterable[Record], objective: str, seed: int | None = 0) -
 
 
 def best_by_objective(recs: Iterable[Record], metric: str = "lc_win_rate", seed: int = 0) -> dict[str, Record | None]:
-    """``{objective: best record}`` over each objective's β sweep at ``seed`` (:func:`best_record`).
+    """``{objective: best record}`` over each objective's β sweep at ``seed`` (:func:`~dpolib.experiments.records.best_record`).
 
     ``None`` for an objective whose runs are all degenerate or absent.
     """

@@ -60,7 +60,7 @@ PAPER_PAIRS = {
     "mistral-7b": {"self": "self", "compatible": "mistral-v0.2", "incompatible": "llama3"},
     "tulu-2-7b": {"self": "self", "compatible": "llama3", "incompatible": "mistral-v0.2"},
 }
-#: The grids this chapter reads: RQ1 (SFT rows, the self-reference sweep, App. E's reference), RQ3, App. E.
+#: The grids this chapter reads (RQ1 for the SFT rows, the self-reference sweep and App. E's reference; RQ3; App. E).
 GRIDS = ("rq1", "rq3", "appendix-e")
 
 #: ``record -> records of its arm at every seed`` (default: :func:`dpolib.experiments.records.replicates`).
@@ -94,7 +94,7 @@ def _runs(recs: Records, student: str, reference: str, seed: int = 0) -> list[Re
 
 
 def appendix_e_reference(recs: Records, student: str, seed: int = 0) -> Record | None:
-    """App. E's reference as the runner picks it: :func:`best_record` over the student's RQ1-grid DPO runs."""
+    """App. E's reference as the runner picks it: :func:`~dpolib.experiments.records.best_record` over the student's RQ1-grid DPO runs."""
     rq1 = [r for r in pool(recs) if r.beta in BETAS["rq1"]]
     return best_record(rq1, student=student, objective="dpo", reference="self", seed=seed)
 

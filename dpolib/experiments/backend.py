@@ -21,7 +21,8 @@ class World:
     """What one profile's runs share in a process.
 
     Attributes:
-        train, val: the preference splits (TRL columns ``prompt``/``chosen``/``rejected``).
+        train: the training preference split (TRL columns ``prompt``/``chosen``/``rejected``).
+        val: the validation split.
         test_messages: the held-out test prompts as chat messages.
         test_texts: the same prompts as plain text (for the record's samples).
         cache: the cache folder of this world's precomputed references and scratch files.

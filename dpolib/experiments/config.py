@@ -62,11 +62,11 @@ BETAS: dict[str, tuple[float, ...]] = {
 
 #: The grids defined by β sweeps alone (:func:`sweep_grid`).
 SWEEP_GRIDS = ("rq1", "rq2", "rq3", "appendix-e")
-#: Every named grid: the sweeps and ``seeds``, which reruns the headline arms chosen from them
-#: (:func:`dpolib.experiments.records.grid`).
+#: Every named grid, the sweeps and ``seeds`` (which reruns the headline arms chosen from them,
+#: :func:`dpolib.experiments.records.grid`).
 GRIDS = (*SWEEP_GRIDS, "seeds")
 
-#: Every profile a run can name: the cpu world's sizes (:mod:`dpolib.world.profiles`) and ``gpu`` (:mod:`dpolib.hub`).
+#: Every profile a run can name, the cpu world's sizes (:mod:`dpolib.world.profiles`) and ``gpu`` (:mod:`dpolib.hub`).
 PROFILES = ("smoke", "cpu", "cpu-low-lr", "gpu")
 
 
@@ -133,7 +133,7 @@ class RunConfig:
 
     @property
     def beta_value(self) -> float:
-        """β as a number: ``inf`` for the SFT row (no KL-regularised training at all)."""
+        """β as a number, ``inf`` for the SFT row (no KL-regularised training at all)."""
         return math.inf if self.beta is None else float(self.beta)
 
     def key(self, settings=None) -> str:

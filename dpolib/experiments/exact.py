@@ -126,7 +126,7 @@ def exact_record(config: ExactConfig | None = None) -> dict:
     """Every number the exact-world chapter and the RQ1 chapter's dense curve show, computed in :mod:`dpolib.tabular`.
 
     Returns the record's body (no provenance): ``world`` (its full config and a few exact
-    facts), ``betas``, ``population`` (max |p_trained − p_Gibbs| per reference and β),
+    facts), ``betas``, ``population`` (the largest absolute gap ``p_trained − p_Gibbs`` per reference and β),
     ``students``/``objectives`` (their order), ``sweeps[student][objective]`` (``curve`` of
     :data:`CURVE_METRICS` per β and ``summary``, :func:`dpolib.tabular.summarise`),
     ``closed_form_gold`` (the Gibbs optimum of Eq. 1 with the SFT reference), ``references``
@@ -305,7 +305,7 @@ def theory_record(config: TheoryConfig | None = None) -> dict:
 
 
 def write(config, force: bool = False, root=None, progress: bool = False) -> tuple[dict, bool]:
-    """The record for ``config`` (an :class:`ExactConfig` or a :class:`TheoryConfig`): read back, or computed and written.
+    """The record for ``config`` (an :class:`~dpolib.experiments.exact_records.ExactConfig` or a :class:`~dpolib.experiments.exact_records.TheoryConfig`): read back, or computed and written.
 
     A record whose stored key, version or config does not match (an edited or stale file) is
     recomputed, never read. Returns ``(record, computed)``. ``root`` replaces ``results/``.

@@ -35,20 +35,25 @@ N_SAMPLES = 24
 
 @dataclass(frozen=True)
 class Metrics:
-    """What one run measured (:func:`evaluate_policy` computes every field).
+    """What one run measured (:func:`dpolib.experiments.metrics.evaluate_policy` computes every field).
 
     Attributes:
         gold_score: mean gold score of the greedy test outputs (the gpu world: the judge's reward).
         baseline_gold_score: the same for the fixed baseline outputs.
-        win_rate, lc_win_rate: the judge's win rate and length-controlled win rate against the baseline (%).
+        win_rate: the judge's win rate against the baseline (%).
+        lc_win_rate: the length-controlled win rate against the baseline (%).
         lc_fit: the fitted coefficients of the length-controlled GLM.
-        mean_length_chars, mean_length_tokens: mean length of the test outputs.
+        mean_length_chars: mean length of the test outputs in characters.
+        mean_length_tokens: the same in tokens.
         finished_rate: fraction of test outputs that emitted EOS.
-        degenerate_rate, degenerate: fraction of degenerate outputs, and whether it exceeds the threshold
+        degenerate_rate: fraction of degenerate outputs.
+        degenerate: whether that fraction exceeds the threshold
             (the paper's "[degenerate]" marker).
-        reward_accuracy, policy_accuracy: Table 2's ranking accuracies on the validation pairs
+        reward_accuracy: Table 2's r_θ ranking accuracy on the validation pairs.
+        policy_accuracy: Table 2's p_θ ranking accuracy
             (r_θ = β-free log-ratio margin > 0; p_θ: log p_θ(y_w|x) > log p_θ(y_l|x)).
-        eos, eos_token: Figure 3's EOS statistics and the EOS token's text.
+        eos: Figure 3's EOS statistics.
+        eos_token: the EOS token's text.
         token_logp_diff: Eq. (8) per-token mean log-prob change against the SFT student, by token text.
         token_logp_hist: the occurrence-weighted histogram of per-token means (Figure 1).
         seq_logratio: summaries of sequence-level and token-level log-ratios against the SFT student.
@@ -97,8 +102,10 @@ class JudgeResult:
 
     Attributes:
         scores: per-prompt quality of the outputs (gold score, or the reward model's reward).
-        gold_score, baseline_gold_score: mean quality of the outputs and of the baseline outputs.
-        win_rate, lc_win_rate: win rate and length-controlled win rate against the baseline (%).
+        gold_score: mean quality of the outputs.
+        baseline_gold_score: mean quality of the baseline outputs.
+        win_rate: win rate against the baseline (%).
+        lc_win_rate: length-controlled win rate against the baseline (%).
         lc_fit: the length-controlled GLM's fitted coefficients.
         judge: a description of the judge (recorded).
     """

@@ -36,7 +36,7 @@ from .records import (
 
 __all__ = ["backend_for", "run", "run_grid", "save_policy", "KEEP_POLICY_GRIDS"]
 
-#: Grids whose trained policies are kept: Appendix E's reference is the best RQ1 policy (at each seed).
+#: Grids whose trained policies are kept (Appendix E's reference is the best RQ1 policy, at each seed).
 KEEP_POLICY_GRIDS = ("rq1", "seeds")
 
 

@@ -51,12 +51,12 @@ __all__ = ["ColumnAuditTrainer", "TINY_RECIPE", "LAUNCHERS", "build_world", "rec
            "launch", "run_record", "check_launch", "compare", "run", "main"]
 
 ROOT = Path(__file__).resolve().parents[2]
-#: The recipe at toy size: 4 pairs a step (1 process x 2 pairs x 2 accumulation, or 2 x 2 x 1),
+#: The recipe at toy size, 4 pairs a step (1 process x 2 pairs x 2 accumulation, or 2 x 2 x 1),
 #: 4 steps over 16 pairs, validation every 2 steps (the best of two checkpoints is kept).
 TINY_RECIPE = dict(total_batch_size=4, per_device_train_batch_size=2, max_steps=4, eval_steps=2, logging_steps=1,
                    learning_rate=1e-2, max_length=128, warmup_ratio=0.0, seed=18890426)
 LAUNCHERS = {"ddp": "configs/accelerate/cpu_ddp.yaml", "fsdp": "configs/accelerate/cpu_fsdp.yaml"}
-#: Logged per step by TRL (and the Trainer's loss): compared between the launches.
+#: Logged per step by TRL (and the Trainer's loss), compared between the launches.
 COMPARED = ("loss", "grad_norm", "rewards/chosen", "rewards/rejected", "rewards/margins", "logps/chosen", "logps/rejected")
 
 

@@ -83,9 +83,9 @@ def measure_compatibility(profile: Profile, sample_seed: int = 0, cache_dir=None
         cache_dir: the world's model cache (default :func:`dpolib.paths.world_cache`).
 
     Returns:
-        ``{"profile", "split": "validation", "world": world_keys(profile), "measures": {student:
-        {reference: {reference_model, logp_corr, margin_corr, kl, kl_se, kl_per_char, kl_n, n_samples}}},
-        "provenance"}``.
+        A dict with keys ``profile``, ``split`` (``"validation"``), ``world`` (:func:`world_keys`),
+        ``measures`` (student, then reference, then ``reference_model``, ``logp_corr``, ``margin_corr``,
+        ``kl``, ``kl_se``, ``kl_per_char``, ``kl_n``, ``n_samples``) and ``provenance``.
     """
     t0 = time.perf_counter()
     before = torch.get_num_threads()

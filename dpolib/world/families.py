@@ -196,7 +196,7 @@ def reference_model(student: str, reference: str, families=None) -> tuple[str, s
     ``self`` is the student (its family's ``small`` model), ``compatible`` its family's
     ``large`` model (same tokenizer and template), ``incompatible`` the other family's
     ``large`` model (another tokenizer, template and architecture). ``families`` defaults to
-    :data:`FAMILIES` (a report of another world passes its own two).
+    ``FAMILIES`` (a report of another world passes its own two).
     """
     families = list(FAMILIES if families is None else families)
     if reference == "self":

@@ -5,7 +5,7 @@ LLMs, each graded by GPT-4; the binarised version (Tunstall et al., 2023) takes
 the best-graded response as ``chosen`` and a uniformly random one of the other
 three as ``rejected`` (digest §2.1). Ours does the same with:
 
-* :data:`SOURCE_POLICIES`: 8 programmatic writers of varied quality (careful,
+* :data:`~dpolib.world.writers.SOURCE_POLICIES`: 8 programmatic writers of varied quality (careful,
   thorough, chatty, verbose, sloppy, lazy, over-long, run-on), and
 * :data:`MODEL_SOURCES`: 4 trained models sampled at temperature 1: the two
   large SFT models (the stronger models of the pool, as GPT-4 and GPT-3.5 were in
