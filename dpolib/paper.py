@@ -9,7 +9,8 @@ Values were transcribed from the arXiv v2 text (via the project's paper digest);
 
 A cell the paper prints as "[degenerate]" (the run produced degenerate text and
 was not scored) is the marker :data:`~dpolib.paper_table.DEGENERATE`, never a number: it becomes
-``NaN`` in :meth:`PaperTable.frame` and is listed by :attr:`PaperTable.degenerate`.
+``NaN`` in :meth:`~dpolib.paper_table.PaperTable.frame` and is listed by
+:attr:`~dpolib.paper_table.PaperTable.degenerate`.
 
 Usage::
 

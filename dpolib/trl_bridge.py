@@ -228,8 +228,9 @@ class PrecomputedRefDPOTrainer(DPOTrainer):
             :data:`~dpolib.references.REF_SCORING_COLUMN` says they were scored under
             another truncation than ``args.max_length`` / ``args.truncation_mode``
             (see :func:`check_scoring`). Columns without that record are accepted with a warning.
-        **kwargs: passed to ``DPOTrainer`` (``processing_class``, ``callbacks``, ...).
-            ``ref_model`` is refused: the reference lives in the dataset.
+
+    Other keyword arguments are passed to ``DPOTrainer`` (``processing_class``, ``callbacks``, ...);
+    ``ref_model`` is refused: the reference lives in the dataset.
     """
 
     def __init__(

@@ -17,6 +17,7 @@ from .. import plotting
 from ..experiments.exact_records import ExactConfig, read
 
 __all__ = [
+    "INTERIOR_DROP",
     "evidence",
     "CLAIMS",
     "betas",

@@ -35,6 +35,7 @@ __all__ = [
     "load_grid",
     "GridStatus",
     "grid_status",
+    "STATUS_WORKERS",
     "replicates",
     "select",
     "best_record",
@@ -252,7 +253,11 @@ class GridStatus:
     """Which records of a grid exist, and what computing the missing ones takes (:func:`grid_status`).
 
     Attributes:
-        name, profile, seeds: the grid. total, present: its runs, and those with a record.
+        name: the grid's name.
+        profile: its profile.
+        seeds: its seeds.
+        total: its runs.
+        present: the runs that have a record.
         missing: the configurations without a record, in grid order.
         estimated_minutes: about how long computing ``missing`` takes (``None``: nothing to time it by).
         basis: how ``estimated_minutes`` was obtained (shown in :attr:`message`).

@@ -53,7 +53,7 @@ from ..references import REF_COLUMNS, REF_SCORING_COLUMN, validate_preference_da
 from .ensemble import Group, StackedLM
 
 __all__ = ["Pair", "Recipe", "SweepResult", "tokenize_pairs", "batch_order", "make_groups", "train_sweep",
-           "train_plain", "recipe_from_args"]
+           "train_plain", "recipe_from_args", "MEGA_BATCHES"]
 
 #: Columns that must agree row by row between members (only the reference columns may differ).
 _SHARED_COLUMNS = ("prompt", "chosen", "rejected")
@@ -203,8 +203,8 @@ def make_groups(pairs: Sequence[Pair], recipe: Recipe, group_cost: int = 0) -> t
     rows times its longest sequence. ``group_cost=0`` still merges equal lengths.
 
     Returns:
-        the groups, and token counts: ``real`` (tokens of all sequences), ``padded`` (what
-        the groups hold), ``trl_padded`` (one ``(2 * pairs, longest)`` block, TRL's collation).
+        ``(groups, counts)``. The counts are ``real`` (tokens of all sequences), ``padded`` (what
+        the groups hold) and ``trl_padded`` (one ``(2 * pairs, longest)`` block, TRL's collation).
     """
     seqs = [_sequence(p.prompt_ids, p.chosen_ids, recipe) for p in pairs]
     seqs += [_sequence(p.prompt_ids, p.rejected_ids, recipe) for p in pairs]
