@@ -266,3 +266,40 @@ def test_interrupted_and_damaged_files_are_named_and_recomputed(smoke_env, tmp_p
     assert rerun.metrics == fresh.metrics
     assert [c["loss"] for c in rerun.curves] == [c["loss"] for c in fresh.curves]
     assert R.read_record(R.record_path(C.RunConfig("smoke", "bpe", "sft", "none", None), root)).metrics == sft.metrics
+
+
+def test_sweep_engine_writes_the_records_trl_would(smoke_env, smoke_dpo, tmp_path):
+    """run_sweep trains two objectives of one student as one batched run; each member's record follows its TRL run."""
+    configs = [C.RunConfig("smoke", "char", "dpo", "self", 0.1), C.RunConfig("smoke", "char", "probability", "uniform", 10.0)]
+    swept = runner.run_sweep(configs, root=tmp_path)
+    trl = [runner.run(c, root=smoke_env) for c in configs]
+    for s, t in zip(swept, trl):
+        assert s.key == t.key and s.path.exists()
+        assert s.provenance["trainer"]["engine"] == "sweep" and s.provenance["trainer"]["members"] == 2
+        assert t.provenance["trainer"]["engine"] == "trl"
+        for name in ("loss", "rewards/margins", "logps/chosen"):
+            assert [c[name] for c in s.curves] == pytest.approx([c[name] for c in t.curves], rel=1e-5, abs=1e-4), name
+        assert s.metrics.reward_accuracy == pytest.approx(t.metrics.reward_accuracy, abs=0.05)
+    assert runner.run_sweep(configs, root=tmp_path)[0].provenance == swept[0].provenance  # read back
+    with pytest.raises(ValueError, match="one profile, student, seed and loss"):
+        runner.run_sweep([configs[0], C.RunConfig("smoke", "bpe", "dpo", "self", 0.1)], root=tmp_path)
+    with pytest.raises(ValueError, match="engine must be one of"):
+        runner.run_grid("rq1", "smoke", root=tmp_path, engine="jax")
+    assert [len(g) for g in runner.sweep_groups(R.grid("rq1", "smoke"))] == [6, 6]  # one sweep per student, no SFT
+
+
+def test_show_names_a_damaged_record_and_goes_on(tmp_path, monkeypatch, capsys):
+    """One corrupted record does not break `show`: it is named, skipped, and the other records are printed."""
+    import shutil
+
+    from dpolib import paths
+
+    committed = paths.results_root() / "cpu"
+    monkeypatch.setenv("DPOLIB_RECORDS", str(tmp_path))
+    shutil.copytree(committed, tmp_path / "lab" / "cpu", ignore=shutil.ignore_patterns("compatibility.json"))
+    damaged = R.record_path(R.grid("rq1", "cpu")[1])
+    damaged.write_text('{"config": {"profile": "cpu"')
+    assert cli(["show", "--grid", "rq1", "--profile", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "== rq1 (cpu): 13 records" in out
+    assert f"damaged record, skipped (run recomputes it): {damaged}" in out

@@ -5,6 +5,7 @@ Examples::
     python -m dpolib.experiments world --profile cpu               # build the CPU world; write its report and compatibility
     python -m dpolib.experiments run --grid rq1 --profile cpu --workers 2
     python -m dpolib.experiments run --grid all --profile smoke
+    python -m dpolib.experiments run --grid rq3 --profile cpu --engine sweep   # each student's runs as one batched run
     python -m dpolib.experiments show --grid rq1 --profile cpu     # print the grid's table
     python -m dpolib.experiments world --profile gpu               # SFT the gpu student once (cached)
     python -m dpolib.experiments run --grid rq1 --profile gpu --judge alpaca_eval   # the real AlpacaEval 2
@@ -106,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         if name == "run":
             p.add_argument("--force", action="store_true", help="recompute even when a record exists")
             p.add_argument("--workers", type=_workers, default=1, help="parallel processes (cpu world; one thread each)")
+            p.add_argument("--engine", choices=("trl", "sweep"), default="trl",
+                           help="train each run through TRL, or the runs of one student as one batched sweep (cpu world)")
     args = parser.parse_args(argv)
 
     if args.command == "estimate":
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             t = time.perf_counter()
             records = run_grid(name, args.profile, seeds=args.seeds, force=args.force, workers=args.workers,
-                               backend=backend if args.workers == 1 else None)
+                               backend=backend if args.workers == 1 else None, engine=args.engine)
             print(f"grid {name}: {len(records)} records in {time.perf_counter() - t:.1f} s")
         damaged: list = []
         records = load_records(grid(name, args.profile, args.seeds), settings=backend.settings,

@@ -34,7 +34,7 @@ from .records import (
     Record, RecordError, best_record, grid, load_records, read_record, record_path, set_aside, write_record,
 )  # fmt: skip
 
-__all__ = ["backend_for", "run", "run_grid", "save_policy", "KEEP_POLICY_GRIDS"]
+__all__ = ["backend_for", "run", "run_sweep", "sweep_groups", "run_grid", "save_policy", "KEEP_POLICY_GRIDS", "ENGINES"]
 
 #: Grids whose trained policies are kept (Appendix E's reference is the best RQ1 policy, at each seed).
 KEEP_POLICY_GRIDS = ("rq1", "seeds")
@@ -110,9 +110,59 @@ def _evaluate(policy, tokenizer, config: RunConfig, backend: Backend, world, val
     return evaluate_policy(generations, world.test_texts, judged, pairs, settings)
 
 
+def _existing(path: Path, force: bool) -> Record | None:
+    """The record at ``path`` if it exists, validates and is not to be recomputed; a damaged one is set aside."""
+    if not path.exists() or force:
+        return None
+    try:
+        return read_record(path)
+    except RecordError as err:  # damaged: set aside (named once), then recomputed by the caller
+        set_aside(path, err)
+        return None
+
+
+def _prepare(config: RunConfig, backend: Backend, world, root: Path | None):
+    """Step 2: the reference's log-probs precomputed into both splits; ``(train, val, reference name, seconds)``."""
+    t = time.perf_counter()
+    if config.reference == "rq1-best":
+        reference = _best_rq1_reference(config, backend, world, root)
+    else:
+        reference = backend.reference(config, world)
+    train = precompute(world.train, reference, cache_dir=world.cache)
+    val = precompute(world.val, reference, cache_dir=world.cache)
+    name = reference.name
+    del reference
+    backend.free()
+    return train, val, name, time.perf_counter() - t
+
+
+def _finish(config: RunConfig, policy, tokenizer, curves, *, backend: Backend, world, val, path: Path,
+            times: dict, reference_name: str, keep_policy: bool, trainer: dict) -> Record:
+    """Steps 4 and after: keep the policy if asked, evaluate it, write and return the record."""
+    if keep_policy and config.objective != "sft":
+        save_policy(policy, tokenizer, backend.policy_dir(config))
+    t = time.perf_counter()
+    policy.eval()
+    metrics = _evaluate(policy, tokenizer, config, backend, world, val)
+    times["evaluate"] = time.perf_counter() - t
+    times["total"] = sum(v for k, v in times.items() if k != "total")
+    record = Record(
+        config=config, metrics=metrics, curves=tuple(curves),
+        provenance=provenance(wall_time_s=times, seed=config.seed, trainer=trainer, **backend.provenance_extra()),
+        key=config.key(backend.settings), label=config.label(), settings=backend.settings.to_dict(),
+        reference_name=reference_name, path=path,
+    )
+    write_record(record, path)
+    return record
+
+
 def run(config: RunConfig, *, root: Path | None = None, force: bool = False, keep_policy: bool = False,
         backend: Backend | None = None) -> Record:
     """Run one configuration (or read its record back); return the record.
+
+    Training goes through TRL (:class:`dpolib.trl_bridge.PrecomputedRefDPOTrainer`); the
+    record's provenance says so (``trainer``). :func:`run_sweep` trains several runs of one
+    student together instead.
 
     Args:
         config: what to run.
@@ -123,52 +173,80 @@ def run(config: RunConfig, *, root: Path | None = None, force: bool = False, kee
     """
     backend = backend or backend_for(config.profile)
     path = record_path(config, root, backend.settings, backend.record_suffix)
-    if path.exists() and not force:
-        try:
-            return read_record(path)
-        except RecordError as err:  # damaged: set aside (named once), then recomputed below
-            set_aside(path, err)
+    if (done := _existing(path, force)) is not None:
+        return done
     with backend.session():
-        times: dict[str, float] = {}
         t0 = time.perf_counter()
         world = backend.world()
-        times["world"] = time.perf_counter() - t0
-
-        t = time.perf_counter()
-        if config.reference == "rq1-best":
-            reference = _best_rq1_reference(config, backend, world, root)
-        else:
-            reference = backend.reference(config, world)
-        train = precompute(world.train, reference, cache_dir=world.cache)
-        val = precompute(world.val, reference, cache_dir=world.cache)
-        reference_name = reference.name
-        del reference
-        backend.free()
-        times["precompute"] = time.perf_counter() - t
-
+        times = {"world": time.perf_counter() - t0}
+        train, val, reference_name, times["precompute"] = _prepare(config, backend, world, root)
         policy, tokenizer = backend.load(backend.student_dir(config, world), world)
         curves: list[dict] = []
         if config.objective != "sft":
             t = time.perf_counter()
             policy, curves = _train(policy, tokenizer, train, config, backend, world)
             times["train"] = time.perf_counter() - t
-            if keep_policy:
-                save_policy(policy, tokenizer, backend.policy_dir(config))
-        t = time.perf_counter()
-        policy.eval()
-        metrics = _evaluate(policy, tokenizer, config, backend, world, val)
-        times["evaluate"] = time.perf_counter() - t
-        times["total"] = time.perf_counter() - t0
-        record = Record(
-            config=config, metrics=metrics, curves=tuple(curves),
-            provenance=provenance(wall_time_s=times, seed=config.seed, **backend.provenance_extra()),
-            key=config.key(backend.settings), label=config.label(), settings=backend.settings.to_dict(),
-            reference_name=reference_name, path=path,
-        )
+        record = _finish(config, policy, tokenizer, curves, backend=backend, world=world, val=val, path=path,
+                         times=times, reference_name=reference_name, keep_policy=keep_policy,
+                         trainer={"engine": "trl" if config.objective != "sft" else "none"})
         del policy
         backend.free()
-        write_record(record, path)
         return record
+
+
+def sweep_groups(configs) -> list[list[RunConfig]]:
+    """The configurations that can train as one sweep: trained runs of one student, seed and loss, in order."""
+    groups: dict[tuple, list[RunConfig]] = {}
+    for c in configs:
+        if c.objective != "sft":
+            groups.setdefault((c.profile, c.student, c.seed, c.loss), []).append(c)
+    return list(groups.values())
+
+
+def run_sweep(configs: list[RunConfig], *, root: Path | None = None, force: bool = False, keep_policy: bool = False,
+              backend: Backend | None = None) -> list[Record]:
+    """Run several trained configurations of one student, seed and loss as one batched run (the sweep engine).
+
+    Every member sees the same batches in the same order (common random numbers) and follows
+    the trajectory its own TRL run would (:mod:`dpolib.experiments.sweep`, checked against TRL in
+    ``tests/test_sweep.py``); members may differ in β, objective and reference. Records already
+    written are read back; the rest are written as :func:`run` writes them, with
+    ``provenance["trainer"] = {"engine": "sweep", "members": K, "betas": [...], "padding": {...}}``.
+    """
+    from .sweep import train_sweep
+
+    if not configs:
+        return []
+    keys = {(c.profile, c.student, c.seed, c.loss) for c in configs}
+    if len(keys) != 1 or any(c.objective == "sft" for c in configs):
+        raise ValueError("a sweep trains runs of one profile, student, seed and loss (no SFT row); "
+                         f"got {sorted(c.label() for c in configs)}")
+    backend = backend or backend_for(configs[0].profile)
+    paths_ = [record_path(c, root, backend.settings, backend.record_suffix) for c in configs]
+    done = {c: r for c, p in zip(configs, paths_) if (r := _existing(p, force)) is not None}
+    todo = [(c, p) for c, p in zip(configs, paths_) if c not in done]
+    if todo:
+        with backend.session():
+            t0 = time.perf_counter()
+            world = backend.world()
+            world_s = time.perf_counter() - t0
+            prepared = [_prepare(c, backend, world, root) for c, _ in todo]
+            student = backend.student_dir(todo[0][0], world)
+            policy, tokenizer = backend.load(student, world)
+            dpo_args = backend.dpo_args(todo[0][0], world)
+            t = time.perf_counter()
+            result = train_sweep(policy, tokenizer, [train for train, *_ in prepared], [c.beta for c, _ in todo],
+                                 dpo_args, seed=todo[0][0].seed)
+            train_s = (time.perf_counter() - t) / len(todo)
+            trainer = {"engine": "sweep", "members": len(todo), "betas": [c.beta for c, _ in todo],
+                       "padding": result.padding}
+            for (config, path), (_, val, name, pre_s), (model, curves) in zip(todo, prepared, result.members):
+                times = {"world": world_s, "precompute": pre_s, "train": train_s}
+                done[config] = _finish(config, backend.after_training(model), tokenizer, curves, backend=backend,
+                                       world=world, val=val, path=path, times=times, reference_name=name,
+                                       keep_policy=keep_policy, trainer=trainer)
+            backend.free()
+    return [done[c] for c in configs]
 
 
 def _check_workers(workers: int) -> int:
@@ -189,23 +267,43 @@ def _readable(path: Path) -> bool:
         return False
 
 
+#: How a grid's trained runs are trained: one TRL run each, or the runs of one student as one batched sweep.
+ENGINES = ("trl", "sweep")
+
+
 def run_grid(name: str, profile: str, *, seeds: Iterable[int] = (0,), root: Path | None = None, force: bool = False,
-             workers: int = 1, progress: bool = True, backend: Backend | None = None) -> list[Record]:
+             workers: int = 1, progress: bool = True, backend: Backend | None = None,
+             engine: str = "trl") -> list[Record]:
     """Run (or read back) every configuration of a grid; return the records in grid order.
 
-    ``workers > 1`` runs configurations of the cpu world in that many processes (one torch
-    thread each); records are independent files, so the result is the same as a serial run.
-    The gpu profile runs serially (one device).
+    ``engine="trl"`` trains each run through TRL; ``engine="sweep"`` trains the runs of one
+    student, seed and loss together (:func:`run_sweep`; cpu world only: the gpu backend's models
+    are too large to stack). ``workers > 1`` runs the units of work (runs, or sweeps) of the cpu
+    world in that many processes (one torch thread each); records are independent files, so the
+    result is the same as a serial run. The gpu profile runs serially (one device).
     """
     from tqdm.auto import tqdm
 
     _check_workers(workers)
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if engine == "sweep" and profile == "gpu":
+        raise ValueError("engine='sweep' stacks the cpu world's tiny students; the gpu profile trains through TRL")
     backend = backend or backend_for(profile)
     configs = grid(name, profile, seeds, root)
     keep = name in KEEP_POLICY_GRIDS
     todo = [c for c in configs if force or not _readable(record_path(c, root, backend.settings, backend.record_suffix))]
-    bar = tqdm(total=len(todo), desc=f"grid {name} ({profile})", disable=not progress or not todo)
-    if workers > 1 and len(todo) > 1 and profile != "gpu":
+    # units of work: one run each, or one sweep per student (the SFT rows are never trained: one run each)
+    units = ([[c] for c in todo] if engine == "trl"
+             else [[c] for c in todo if c.objective == "sft"] + sweep_groups(todo))
+    bar = tqdm(total=len(todo), desc=f"grid {name} ({profile}, {engine})", disable=not progress or not todo)
+
+    def submit(unit, **kw):
+        if engine == "sweep" and unit[0].objective != "sft":
+            return run_sweep(unit, root=root, force=force, keep_policy=keep, **kw)
+        return run(unit[0], root=root, force=force, keep_policy=keep, **kw)
+
+    if workers > 1 and len(units) > 1 and profile != "gpu":
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -213,15 +311,17 @@ def run_grid(name: str, profile: str, *, seeds: Iterable[int] = (0,), root: Path
 
         build_world(profile)  # train the world's models once, before the workers load them
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(run, c, root=root, force=force, keep_policy=keep): c for c in todo}
+            futures = {pool.submit(run_sweep if engine == "sweep" and u[0].objective != "sft" else run,
+                                   u if engine == "sweep" and u[0].objective != "sft" else u[0],
+                                   root=root, force=force, keep_policy=keep): u for u in units}
             for future in as_completed(futures):
                 future.result()
-                bar.set_postfix_str(futures[future].label())
-                bar.update()
+                bar.set_postfix_str(futures[future][0].label())
+                bar.update(len(futures[future]))
     else:
-        for config in todo:
-            bar.set_postfix_str(config.label())
-            run(config, root=root, force=force, keep_policy=keep, backend=backend)
-            bar.update()
+        for unit in units:
+            bar.set_postfix_str(unit[0].label())
+            submit(unit, backend=backend)
+            bar.update(len(unit))
     bar.close()
     return [run(c, root=root, backend=backend) for c in configs]
