@@ -1,8 +1,10 @@
 """``requires-python`` is true: the oldest Python it admits installs dpolib and passes unit tests; 3.12 (Colab's,
 the newest) runs every chapter in ``tests/test_colab_emulation.py``.
 
-The oldest-version test is slow (a fresh environment with torch: minutes). That Python elsewhere, e.g. 3.10:
-``pyenv install 3.10``, ``uv python install 3.10`` or python.org; or set ``DPOLIB_PYTHON310`` to an interpreter.
+The oldest-version test is slow (a fresh environment with torch: minutes). That Python elsewhere, e.g. 3.11:
+``pyenv install 3.11``, ``uv python install 3.11`` or python.org; or set ``DPOLIB_PYTHON311`` to an interpreter.
+3.10 is not admitted: trl 1.16 (the TRL bridge's version) and transformers 5 require Python >= 3.11, which
+:func:`test_lower_bound_is_what_the_dependencies_allow` checks against their installed metadata.
 """
 
 import os
@@ -28,12 +30,24 @@ def _requires_python() -> SpecifierSet:
 
 
 def oldest_python() -> str:
-    """The lower bound of ``requires-python`` (``">=3.10,<3.13"`` -> ``"3.10"``)."""
+    """The lower bound of ``requires-python`` (``">=3.11,<3.13"`` -> ``"3.11"``)."""
     return next(s.version for s in _requires_python() if s.operator == ">=")
 
 
 def test_requires_python_admits_colab():
     assert "3.12" in _requires_python()  # Colab's Python, exercised by test_colab_emulation
+
+
+def test_lower_bound_is_what_the_dependencies_allow():
+    """No Python that requires-python admits is refused by trl or transformers (3.10 was, with trl 1.16)."""
+    from importlib.metadata import metadata
+
+    from packaging.version import Version
+
+    ours = Version(oldest_python())
+    for dist in ("trl", "transformers"):
+        theirs = SpecifierSet(metadata(dist)["Requires-Python"] or "")
+        assert all(Version(v) in theirs for v in (f"{ours.major}.{ours.minor}", "3.12")), (dist, str(theirs))
 
 
 @pytest.mark.slow
