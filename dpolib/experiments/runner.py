@@ -267,7 +267,7 @@ def _readable(path: Path) -> bool:
         return False
 
 
-#: How a grid's trained runs are trained: one TRL run each, or the runs of one student as one batched sweep.
+#: How a grid's trained runs are trained (one TRL run each, or the runs of one student as one batched sweep).
 ENGINES = ("trl", "sweep")
 
 
