@@ -30,8 +30,8 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass, field
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+# tokenizers and transformers are imported where a tokenizer or a model is built, so that reading the
+# families' constants (what the chapters do) costs no heavy import.
 
 __all__ = ["FamilySpec", "FAMILIES", "build_tokenizer", "build_model", "CHAR_TEMPLATE", "CHATML_TEMPLATE",
            "REFERENCE_ROLES", "reference_model"]
@@ -112,13 +112,19 @@ FAMILIES: dict[str, FamilySpec] = {
 }
 
 
-def build_tokenizer(spec: FamilySpec, corpus: list[str] | None = None, vocab_size: int = 384) -> PreTrainedTokenizerFast:
+def build_tokenizer(spec: FamilySpec, corpus: list[str] | None = None, vocab_size: int = 384):
     """The family's tokenizer, with BOS/EOS/PAD and its chat template.
 
     ``char``: a fixed character vocabulary plus the template's role tokens.
     ``bpe``: a byte-level BPE of ``vocab_size`` trained on ``corpus`` (the family's
     own pretraining text), deterministic for a given corpus.
+
+    Returns:
+        a ``transformers.PreTrainedTokenizerFast``.
     """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
     if spec.tokenizer == "char":
         specials = ["<pad>", "<s>", "</s>", "<unk>", "<|user|>", "<|assistant|>", "<|system|>"]
         vocab = {tok: i for i, tok in enumerate(specials + list(CHARS))}
@@ -163,6 +169,8 @@ def build_tokenizer(spec: FamilySpec, corpus: list[str] | None = None, vocab_siz
 
 def build_model(spec: FamilySpec, tokenizer, n_layer: int, hidden: int, n_positions: int = 512):
     """A freshly initialised causal LM of the family's architecture (seed the RNG before calling)."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
     n_head = max(2, hidden // 32)
     common = dict(
         vocab_size=len(tokenizer),
