@@ -50,6 +50,15 @@ def test_exec_rows_label_by_the_build_start():
                                       ("b", "reused (outputs of an earlier execution)", "9.0 s")]
 
 
+def test_build_start_includes_the_parallel_execution_before_sphinx(monkeypatch):
+    monkeypatch.setenv("DPOLIB_BUILD_START", "100")
+    assert dpolib_sphinx.build_start(now=250.0) == 100.0
+    monkeypatch.setenv("DPOLIB_BUILD_START", "not a time")
+    assert dpolib_sphinx.build_start(now=250.0) == 250.0
+    monkeypatch.delenv("DPOLIB_BUILD_START")
+    assert dpolib_sphinx.build_start(now=250.0) == 250.0
+
+
 def test_versions_are_read_without_importing(monkeypatch):
     monkeypatch.delitem(sys.modules, "trl", raising=False)
     assert dpolib_sphinx.distribution_version("trl").startswith("1.16")

@@ -213,8 +213,18 @@ def _merge(app, env, docnames, other):
     env.dpolib_environment_docs = getattr(env, "dpolib_environment_docs", set()) | getattr(other, "dpolib_environment_docs", set())
 
 
+def build_start(now: float | None = None) -> float:
+    """When this build started: ``$DPOLIB_BUILD_START`` (set by ``tools/book.sh`` before it executes chapters in
+    parallel, ahead of Sphinx) if it is earlier than now, else now."""
+    now = time.time() if now is None else now
+    try:
+        return min(now, float(os.environ["DPOLIB_BUILD_START"]))
+    except (KeyError, ValueError):
+        return now
+
+
 def setup(app):
-    app.dpolib_build_start = time.time()
+    app.dpolib_build_start = build_start()
     app.add_directive("dpolib-environment", EnvironmentTable)
     app.add_node(exec_table_placeholder)
     app.add_directive("dpolib-exec-table", ExecTable)
