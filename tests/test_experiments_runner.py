@@ -80,6 +80,11 @@ def test_record_round_trip_and_validation(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(R.RecordError, match=r"bad\.json: not valid JSON"):
         R.read_record(bad)
+    nan = committed.to_dict()
+    nan["metrics"]["lc_win_rate"] = float("nan")  # a NaN metric is a damaged record, not a result
+    bad.write_text(json.dumps(nan))
+    with pytest.raises(R.RecordError, match=r"lc_win_rate=nan are not finite numbers"):
+        R.read_record(bad)
 
 
 def test_best_record_is_one_rule():

@@ -19,18 +19,29 @@ evaluation code) happen inside the functions, so reading records never pays for 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["DEGENERATE_RATE", "N_SAMPLES", "Metrics", "JudgeResult", "score_pairs", "pair_metrics", "evaluate_policy"]
+__all__ = ["DEGENERATE_RATE", "N_SAMPLES", "FINITE", "Metrics", "JudgeResult", "score_pairs", "pair_metrics", "evaluate_policy"]
 
 #: A model is reported as "[degenerate]" (the paper's Table 1 marker) when more than this
 #: fraction of its test outputs never emit EOS or repeat themselves.
 DEGENERATE_RATE = 0.5
 #: Generated test responses kept in each record (the side-by-side sample tables read them).
 N_SAMPLES = 24
+
+
+#: Metrics every record must hold as finite numbers (a NaN here is a damaged record, never a result). The gold
+#: score may be NaN: the gpu path judged by AlpacaEval 2 has no gold score.
+FINITE = ("win_rate", "lc_win_rate", "reward_accuracy", "policy_accuracy", "degenerate_rate", "mean_length_chars",
+          "finished_rate")
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -86,10 +97,14 @@ class Metrics:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Metrics":
+        """Validate and wrap a record's ``metrics``: every field present, the :data:`FINITE` ones finite numbers."""
         names = [f.name for f in fields(cls)]
         missing = [n for n in names if n not in data]
         if missing:
             raise KeyError(f"metrics lack {', '.join(missing)}")
+        bad = [n for n in FINITE if not _finite(data[n])]
+        if bad:
+            raise ValueError(f"metrics {', '.join(f'{n}={data[n]!r}' for n in bad)} are not finite numbers")
         return cls(**{n: data[n] for n in names})
 
     def to_dict(self) -> dict:
