@@ -35,7 +35,7 @@ N_SAMPLES = 24
 
 
 #: Metrics every record must hold as finite numbers (a NaN here is a damaged record, never a result). The gold
-#: score may be NaN: the gpu path judged by AlpacaEval 2 has no gold score.
+#: score may be NaN (the gpu path judged by AlpacaEval 2 has no gold score).
 FINITE = ("win_rate", "lc_win_rate", "reward_accuracy", "policy_accuracy", "degenerate_rate", "mean_length_chars",
           "finished_rate")
 
