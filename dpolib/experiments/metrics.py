@@ -97,7 +97,8 @@ class Metrics:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Metrics":
-        """Validate and wrap a record's ``metrics``: every field present, the :data:`FINITE` ones finite numbers."""
+        """Validate and wrap a record's ``metrics``: every field present, the fields of
+        :data:`~dpolib.experiments.metrics.FINITE` finite numbers."""
         names = [f.name for f in fields(cls)]
         missing = [n for n in names if n not in data]
         if missing:
