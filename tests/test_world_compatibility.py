@@ -4,6 +4,7 @@ dpolib.experiments world``, not here."""
 
 import pytest
 
+from dpolib import paths
 from dpolib.provenance import read_json, write_json
 from dpolib.world import compatibility, families
 from dpolib.world.profiles import get_profile
@@ -28,7 +29,7 @@ def test_world_keys_change_with_the_models():
 
 
 def test_a_stored_measurement_is_read_back_only_for_the_same_world(tmp_path):
-    path = compatibility.compatibility_path("smoke", tmp_path)
+    path = paths.compatibility_path("smoke", tmp_path)
     assert path == tmp_path / "smoke" / "compatibility.json" and compatibility.cached(SMOKE, tmp_path) is None
     write_json(path, {"world": compatibility.world_keys(SMOKE), "measures": MEASURES, "provenance": {}})
     assert compatibility.cached(SMOKE, tmp_path)["measures"] == MEASURES
@@ -54,7 +55,7 @@ def test_write_measures_only_when_stale_or_forced(tmp_path, monkeypatch):
 
 def test_the_committed_measurements_are_current():
     for name in ("smoke", "cpu"):
-        path = compatibility.compatibility_path(name)
+        path = paths.compatibility_path(name)
         if not path.exists():
             pytest.skip(f"no committed compatibility measurement at {name}")
         stored = compatibility.cached(get_profile(name))

@@ -95,12 +95,6 @@ class LoadedReport(NamedTuple):
     note: str | None
 
 
-def _report_file(profile: str, root: Path | None = None) -> Path:
-    """``<root>/world_report_<profile>.json`` (root: :func:`dpolib.paths.results_root`), the file
-    :func:`dpolib.world.report.write_world_report` writes."""
-    return paths.world_report_path(profile, root)
-
-
 def load_report(profile: str, root: Path | None = None, fallback: str = "cpu") -> LoadedReport:
     """The world report of ``profile``, or of ``fallback`` (with a note saying so) when it is missing.
 
@@ -108,7 +102,7 @@ def load_report(profile: str, root: Path | None = None, fallback: str = "cpu") -
         FileNotFoundError: neither report exists (build one with ``python -m dpolib.experiments world``).
     """
     for name in dict.fromkeys((profile, fallback)):
-        path = _report_file(name, root)
+        path = paths.world_report_path(name, root)
         if path.exists():
             note = None
             if name != profile:

@@ -267,6 +267,13 @@ def _readable(path: Path) -> bool:
         return False
 
 
+def _run_unit(unit: list[RunConfig], engine: str, **kw) -> list[Record]:
+    """One unit of a grid's work: a sweep of one student's trained runs, or one run (module level: workers pickle it)."""
+    if engine == "sweep" and unit[0].objective != "sft":
+        return run_sweep(unit, **kw)
+    return [run(unit[0], **kw)]
+
+
 #: How a grid's trained runs are trained (one TRL run each, or the runs of one student as one batched sweep).
 ENGINES = ("trl", "sweep")
 
@@ -297,12 +304,7 @@ def run_grid(name: str, profile: str, *, seeds: Iterable[int] = (0,), root: Path
     units = ([[c] for c in todo] if engine == "trl"
              else [[c] for c in todo if c.objective == "sft"] + sweep_groups(todo))
     bar = tqdm(total=len(todo), desc=f"grid {name} ({profile}, {engine})", disable=not progress or not todo)
-
-    def submit(unit, **kw):
-        if engine == "sweep" and unit[0].objective != "sft":
-            return run_sweep(unit, root=root, force=force, keep_policy=keep, **kw)
-        return run(unit[0], root=root, force=force, keep_policy=keep, **kw)
-
+    kw = dict(engine=engine, root=root, force=force, keep_policy=keep)
     if workers > 1 and len(units) > 1 and profile != "gpu":
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -311,9 +313,7 @@ def run_grid(name: str, profile: str, *, seeds: Iterable[int] = (0,), root: Path
 
         build_world(profile)  # train the world's models once, before the workers load them
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = {pool.submit(run_sweep if engine == "sweep" and u[0].objective != "sft" else run,
-                                   u if engine == "sweep" and u[0].objective != "sft" else u[0],
-                                   root=root, force=force, keep_policy=keep): u for u in units}
+            futures = {pool.submit(_run_unit, u, **kw): u for u in units}
             for future in as_completed(futures):
                 future.result()
                 bar.set_postfix_str(futures[future][0].label())
@@ -321,7 +321,7 @@ def run_grid(name: str, profile: str, *, seeds: Iterable[int] = (0,), root: Path
     else:
         for unit in units:
             bar.set_postfix_str(unit[0].label())
-            submit(unit, backend=backend)
+            _run_unit(unit, backend=backend, **kw)
             bar.update(len(unit))
     bar.close()
     return [run(c, root=root, backend=backend) for c in configs]

@@ -38,7 +38,6 @@ from .profiles import Profile
 
 __all__ = [
     "REFERENCES",
-    "compatibility_path",
     "reference_model",
     "world_keys",
     "cached",
@@ -51,11 +50,6 @@ REFERENCES = ("self", "compatible", "incompatible")
 _SIZES = ("small", "large")
 
 
-def compatibility_path(profile: str, root: Path | None = None) -> Path:
-    """``<root>/<profile>/compatibility.json`` (:func:`dpolib.paths.compatibility_path`)."""
-    return paths.compatibility_path(profile, root)
-
-
 def world_keys(profile: Profile) -> dict[str, str]:
     """``{"family/size": stage key}`` of the SFT models measured (what makes a stored measurement current)."""
     return {f"{f}/{size}": pretrain.stage_key(f, size, "sft", profile) for f in FAMILIES for size in _SIZES}
@@ -63,7 +57,7 @@ def world_keys(profile: Profile) -> dict[str, str]:
 
 def cached(profile: Profile, root: Path | None = None) -> dict | None:
     """The stored measurement of ``profile`` if its models' stage keys match today's world, else ``None``."""
-    path = compatibility_path(profile.name, root)
+    path = paths.compatibility_path(profile.name, root)
     if not path.exists():
         return None
     stored = read_json(path)
@@ -138,11 +132,11 @@ def measure_compatibility(profile: Profile, sample_seed: int = 0, cache_dir=None
 
 
 def write_compatibility(profile: Profile, root: Path | None = None, force: bool = False) -> Path:
-    """Measure ``profile``'s compatibility and store it at :func:`compatibility_path`; returns the path.
+    """Measure ``profile``'s compatibility and store it at :func:`dpolib.paths.compatibility_path`; returns the path.
 
     A stored measurement of the same world (:func:`cached`) is kept unless ``force``.
     """
-    path = compatibility_path(profile.name, root)
+    path = paths.compatibility_path(profile.name, root)
     if force or cached(profile, root) is None:
         write_json(path, measure_compatibility(profile))
     return path

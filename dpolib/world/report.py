@@ -22,12 +22,7 @@ from .profiles import Profile
 from .task import FILLERS, repetition_rate
 from .writers import SOURCE_POLICIES
 
-__all__ = ["data_report", "compatibility_report", "world_design", "write_world_report", "report_path"]
-
-
-def report_path(profile: str, root: Path | None = None) -> Path:
-    """``results/lab/world_report_<profile>.json`` (or under ``root``)."""
-    return paths.world_report_path(profile, root)
+__all__ = ["data_report", "compatibility_report", "world_design", "write_world_report"]
 
 
 def _content(x) -> str:
@@ -215,7 +210,7 @@ def write_world_report(profile: Profile, path=None, cache_dir=None, n_eval: int 
         "annotator": {"length_bias": LENGTH_BIAS, "length_scale_chars": LENGTH_SCALE, "noise_sd": ANNOTATOR_NOISE},
         "design": world_design(),
     }
-    path = Path(path) if path else report_path(profile.name)
+    path = Path(path) if path else paths.world_report_path(profile.name)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
     return report
