@@ -28,7 +28,7 @@ clipped to [5, 200] tokens, chosen and rejected drawn independently.
 
 Usage::
 
-    nice python benchmarks/bench_reference.py --quick            # tiny model only, about 75 s on 2 cores
+    nice python benchmarks/bench_reference.py --quick            # tiny model only, about 1 min on 2 cores
     nice python benchmarks/bench_reference.py --model all        # tiny + SmolLM2 (~10-15 min on 2 CPU cores)
     python benchmarks/bench_reference.py --model smollm --steps 6 --out results/benchmarks/reference_smollm.json
 """
@@ -645,7 +645,7 @@ def table(res: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny model only, small sizes (about 75 s on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="tiny model only, small sizes (about 1 min on 2 cores)")
     parser.add_argument("--model", choices=["tiny", "smollm", "all"], default="all")
     parser.add_argument("--steps", type=int, default=None, help="training steps in (i) and per sweep run (default per model)")
     parser.add_argument("--sweep", choices=["measure", "extrapolate"], default=None, help="(iii) mode (default per model)")
