@@ -9,12 +9,12 @@ report (a plain dict) and turns each section into a ``pandas`` table or a figure
 controlled-world chapter.
 
 Superseded worlds are kept under ``results/lab/archive/<name>/`` (their world report, their
-run records under ``cpu/``, a README). :func:`world_history` compares each world's RQ1
-outcome (SFT against its best DPO run, self reference) with what its preference data taught
-(filler rates of chosen and rejected responses). Archived records are read file by file
-(:func:`read_archived_records`): their keys were made by an older pipeline, so
-:func:`dpolib.experiments.records.load_grid` cannot find them, and the oldest lack metric
-fields added since.
+run records under ``cpu/``, a README), ordered by their reports' build dates.
+:func:`world_history` compares each world's RQ1 outcome (SFT against its best DPO run, self
+reference) with what its preference data taught (filler rates of chosen and rejected
+responses). Archived records are read file by file (:func:`read_archived_records`): their
+keys were made by an older pipeline, so :func:`dpolib.experiments.records.load_grid` cannot
+find them, and the oldest lack metric fields added since.
 
 Nothing here trains or generates text. :func:`example_responses` and :func:`writer_table`
 call the task's writers and gold scorer, which are pure Python (no results involved); the
@@ -75,7 +75,9 @@ WORLD_CHANGES = {
     "world-2": "first cpu world: 7 programmatic writers; filler penalty 0.04",
     "world-3a": "+ 4 model-sampled sources (2 large SFT models, 2 peers); + 'thorough' writer "
     "(gold-neutral detail sentences); filler penalty 0.04 → 0.1",
-    "current": "+ most SFT demonstrations open with a stock phrase (families' sft_mix)",
+    "world-3": "+ most SFT demonstrations open with a stock phrase (families' sft_mix)",
+    "current": "World 4: sibling SFT models as most of the candidate pool; 3 world seeds; 2,000 test prompts, "
+    "1,000 validation pairs; DPO learning rate chosen per student",
 }
 
 
@@ -427,10 +429,14 @@ def read_archived_records(directory: Path | str) -> list[Record]:
     added since (world-2's lack ``token_logp_hist``, ``seq_logratio``, ``pair_length_tokens``) is
     read with those fields set to ``None``. The fields the history reads (``lc_win_rate``,
     ``gold_score``, ``degenerate``) and a valid config must be present, or
-    :class:`~dpolib.experiments.records.RecordError` names the file.
+    :class:`~dpolib.experiments.records.RecordError` names the file. The profile's measured
+    compatibility (``compatibility.json``, archived with world-3's records) is not a run record
+    and is skipped.
     """
     out = []
     for path in sorted(Path(directory).glob("*.json")):
+        if path.name == "compatibility.json":  # paths.compatibility_path: not a run record
+            continue
         raw = read_json(path)
         try:
             out.append(Record.from_dict(raw, path))
@@ -489,8 +495,10 @@ def rq1_outcome(records: Iterable[Record], seed: int = 0) -> pd.DataFrame:
 
 
 def archived_worlds(root: Path | None = None, profile: str = "cpu") -> list[dict]:
-    """The superseded worlds under ``<root>/archive/``, oldest first (by folder name).
+    """The superseded worlds under ``<root>/archive/``, oldest first.
 
+    Oldest by the build date of each world's report (``date``), then by folder name: folder names
+    do not sort in time (world-3a came before world-3); a world without a report comes first.
     Each: ``name``, ``path``, ``report`` (the archived ``world_report_<profile>.json`` or ``None``),
     ``records`` (the archived ``<profile>/*.json`` run records, :func:`read_archived_records`),
     ``readme`` (its README text or ``""``).
@@ -507,7 +515,7 @@ def archived_worlds(root: Path | None = None, profile: str = "cpu") -> list[dict
             "records": read_archived_records(d / profile) if (d / profile).is_dir() else [],
             "readme": readme.read_text() if readme.exists() else "",
         })
-    return out
+    return sorted(out, key=lambda w: (str((w["report"] or {}).get("date", "")), w["name"]))
 
 
 def world_history(current_records: list[Record], current_report: dict | None, root: Path | None = None,
