@@ -17,6 +17,10 @@
   ``length_controlled_minimal`` formula (with the instruction-difficulty term when
   difficulties are given); AlpacaEval additionally regularises θ toward the
   baseline and pre-fits difficulties over many models, which a single world cannot.
+  Fitted on one model's outputs, φ absorbs any quality change that moves with length
+  (shorter answers that drop content), so :func:`length_controlled` also takes a
+  *calibrated* φ (measured where only length varies, :func:`fit_length_coef`) and
+  de-biases each preference, ``q_i = σ(logit p_i − φ tanh(Δlen_i / s))``.
 * :func:`ranking_accuracy` — the paper's Table 2: how often the implicit reward
   r_θ (Eq. 6) and the policy p_θ rank y_w above y_l on validation pairs.
 * :func:`token_logp_differences` — Eq. (8) per token, aggregated per vocabulary
@@ -41,6 +45,9 @@ __all__ = [
     "PairwiseJudge",
     "win_rate",
     "length_controlled_win_rate",
+    "LengthControlled",
+    "length_controlled",
+    "fit_length_coef",
     "ranking_accuracy",
     "token_logp_differences",
     "eos_statistics",
@@ -187,11 +194,15 @@ def win_rate(preferences: Sequence[float]) -> float:
     return float(100.0 * p.mean())
 
 
-def _fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 1e-8, iters: int = 100) -> np.ndarray:
-    """Logistic regression on soft labels y ∈ [0, 1] by Newton's method (L2 penalty ``l2`` on all weights)."""
+def _fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 1e-8, iters: int = 100, offset: np.ndarray | None = None) -> np.ndarray:
+    """Logistic regression on soft labels y ∈ [0, 1] by Newton's method (L2 penalty ``l2`` on all weights).
+
+    ``logit p = X w + offset``: a fixed ``offset`` (default 0) enters every logit unfitted.
+    """
     w = np.zeros(X.shape[1])
+    off = np.zeros(len(y)) if offset is None else np.asarray(offset, float)
     for _ in range(iters):
-        p = 1.0 / (1.0 + np.exp(-(X @ w)))
+        p = 1.0 / (1.0 + np.exp(-(X @ w + off)))
         grad = X.T @ (p - y) / len(y) + l2 * w
         hess = (X * (p * (1 - p))[:, None]).T @ X / len(y) + l2 * np.eye(X.shape[1])
         step = np.linalg.solve(hess, grad)
@@ -201,36 +212,179 @@ def _fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 1e-8, iters: int = 1
     return w
 
 
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+#: Preferences are clipped to [PROB_CLIP, 1 − PROB_CLIP] before any logit is taken.
+PROB_CLIP = 1e-6
+
+
+@dataclass(frozen=True)
+class LengthControlled:
+    """A length-controlled win rate and what it was computed from.
+
+    Attributes:
+        lc_win_rate: the length-controlled win rate (%), ``100 · mean(per_prompt)``.
+        win_rate: the raw (weighted) win rate (%).
+        theta: the fitted intercept θ (the model's quality against the baseline, in logits).
+        phi: the length coefficient φ: fitted on this model's outputs, or the calibrated value given.
+        length_sd: the scale of Δlen in ``tanh(Δlen / length_sd)`` (sd of this model's Δlen, or given).
+        per_prompt: the per-prompt length-controlled win probabilities.
+        calibrated: True when φ and the scale were given (calibrated elsewhere), not fitted here.
+        psi: the instruction-difficulty coefficient ψ, when difficulties were given.
+    """
+
+    lc_win_rate: float
+    win_rate: float
+    theta: float
+    phi: float
+    length_sd: float
+    per_prompt: tuple[float, ...]
+    calibrated: bool
+    psi: float | None = None
+
+    def to_dict(self) -> dict:
+        """The dict :func:`length_controlled_win_rate` has always returned: ``lc_win_rate``, ``win_rate``, ``theta``,
+        ``phi`` (and ``psi``); a calibrated fit adds ``length_sd``."""
+        out = {"lc_win_rate": self.lc_win_rate, "win_rate": self.win_rate, "theta": self.theta, "phi": self.phi}
+        if self.psi is not None:
+            out["psi"] = self.psi
+        if self.calibrated:
+            out["length_sd"] = self.length_sd
+        return out
+
+
+def _length_inputs(preferences, model_lengths, baseline_lengths) -> tuple[np.ndarray, np.ndarray]:
+    p = np.asarray(preferences, float).ravel()
+    delta = np.asarray(model_lengths, float).ravel() - np.asarray(baseline_lengths, float).ravel()
+    if not (len(p) == len(delta)):
+        raise ValueError(f"{len(p)} preferences but {len(delta)} length pairs")
+    if p.size == 0:
+        raise ValueError("no preferences to average")
+    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(delta))):
+        raise ValueError("preferences and lengths must be finite")
+    return np.clip(p, PROB_CLIP, 1 - PROB_CLIP), delta
+
+
+def length_controlled(
+    preferences: Sequence[float],
+    model_lengths: Sequence[float],
+    baseline_lengths: Sequence[float],
+    instruction_difficulty: Sequence[float] | None = None,
+    *,
+    length_coef: float | None = None,
+    length_sd: float | None = None,
+) -> LengthControlled:
+    """The length-controlled win rate of Dubois et al. (2024), per model or with a calibrated length term.
+
+    AlpacaEval 2's GLM, fitted on the judge's preference p_i for each instruction i::
+
+        logit p_i = θ_m − θ_b + φ_{m,b} · tanh(Δlen_i / sd(Δlen)) + (ψ_m − ψ_b) · γ_i
+
+    has a per-model quality θ, a per-model length coefficient φ, and an instruction-difficulty
+    term γ_i (pre-fitted once across many models) weighted by ψ; the fit is regularised
+    (θ toward the baseline, the length and difficulty weights shrunk), and the LC win rate is
+    ``100 · mean_i σ(θ_m − θ_b + (ψ_m − ψ_b) γ_i)``, the prediction at Δlen = 0.
+
+    **Per-model fit** (``length_coef`` None; AlpacaEval's ``length_controlled_minimal`` plus ψ):
+    fits ``logit p_i = θ + φ tanh(Δlen_i / sd(Δlen)) [+ ψ d_i]`` on this one model's outputs, without
+    regularisation, and reports ``100 · mean_i σ(θ [+ ψ d_i])``; ``per_prompt`` holds the σ(θ [+ ψ d_i]).
+    Its weakness: when the model's length and quality move together (answers that drop items are
+    shorter *and* worse), φ absorbs the quality effect and the prediction at Δlen = 0 forgives the
+    lost content.
+
+    **Calibrated** (``length_coef`` = φ and ``length_sd`` = s given, measured elsewhere where only
+    length varies): φ is not fitted here. Each preference is de-biased for length::
+
+        q_i = σ(logit p_i − φ · tanh(Δlen_i / s)),
+
+    ``per_prompt`` = q_i and the LC win rate is ``100 · mean_i q_i``. θ (and ψ, with difficulties) is
+    still fitted with φ tanh(Δlen_i / s) as a fixed offset and reported, but does not enter the win
+    rate. This keeps AlpacaEval's idea that the length term is *shared* (AlpacaEval shrinks φ, here
+    it is fixed) and its tanh link; it leaves out the regularisation of θ, the pre-fitted γ_i, and
+    the fit across models.
+
+    Raises:
+        ValueError: lengths and preferences differ in number, no preferences, a non-finite input,
+            only one of ``length_coef`` / ``length_sd``, or ``length_sd <= 0``.
+    """
+    if (length_coef is None) != (length_sd is None):
+        raise ValueError("give both length_coef and length_sd (a calibrated length term), or neither")
+    if length_sd is not None and not (np.isfinite(length_sd) and length_sd > 0):
+        raise ValueError(f"length_sd must be a positive number, got {length_sd}")
+    p, delta = _length_inputs(preferences, model_lengths, baseline_lengths)
+    calibrated = length_coef is not None
+    sd = float(length_sd) if calibrated else float(delta.std())
+    x_len = np.tanh(delta / sd) if sd > 0 else np.zeros_like(delta)
+    columns = [np.ones_like(p)]
+    difficulty = None
+    if instruction_difficulty is not None:
+        difficulty = np.asarray(instruction_difficulty, float).ravel()
+        if difficulty.shape != p.shape:
+            raise ValueError(f"{len(p)} preferences but {len(difficulty)} instruction difficulties")
+    if calibrated:
+        offset = float(length_coef) * x_len
+        if difficulty is not None:
+            columns.append(difficulty)
+        w = _fit_logistic(np.stack(columns, 1), p, offset=offset)
+        theta, phi = float(w[0]), float(length_coef)
+        psi = float(w[1]) if difficulty is not None else None
+        per_prompt = _sigmoid(np.log(p) - np.log1p(-p) - offset)
+    else:
+        columns.append(x_len)
+        if difficulty is not None:
+            columns.append(difficulty)
+        w = _fit_logistic(np.stack(columns, 1), p)
+        theta, phi = float(w[0]), float(w[1])
+        psi = float(w[2]) if difficulty is not None else None
+        per_prompt = _sigmoid(w[0] + (w[2] * difficulty if difficulty is not None else 0.0)) * np.ones_like(p)
+    return LengthControlled(
+        lc_win_rate=float(100.0 * per_prompt.mean()), win_rate=win_rate(p), theta=theta, phi=phi, length_sd=sd,
+        per_prompt=tuple(float(q) for q in per_prompt), calibrated=calibrated, psi=psi,
+    )
+
+
 def length_controlled_win_rate(
     preferences: Sequence[float],
     model_lengths: Sequence[float],
     baseline_lengths: Sequence[float],
     instruction_difficulty: Sequence[float] | None = None,
+    *,
+    length_coef: float | None = None,
+    length_sd: float | None = None,
 ) -> dict:
-    """The length-controlled win rate of Dubois et al. (2024), in percent.
+    """The length-controlled win rate of Dubois et al. (2024), in percent, as a dict (see :func:`length_controlled`).
 
-    Fits ``logit p_i = θ + φ tanh(Δlen_i / sd(Δlen)) [+ ψ d_i]`` to the judge's
-    preferences ``p_i`` and predicts with Δlen = 0.
+    Without ``length_coef``: fits ``logit p_i = θ + φ tanh(Δlen_i / sd(Δlen)) [+ ψ d_i]`` to the judge's
+    preferences ``p_i`` and predicts with Δlen = 0. With ``length_coef`` and ``length_sd``: φ and the
+    scale are fixed and each preference is de-biased, ``q_i = σ(logit p_i − φ tanh(Δlen_i / length_sd))``.
 
     Returns:
-        dict with ``lc_win_rate``, ``win_rate``, and the fitted ``theta``, ``phi`` (and ``psi``).
+        dict with ``lc_win_rate``, ``win_rate``, ``theta``, ``phi`` (and ``psi``; a calibrated fit adds
+        ``length_sd``). The per-prompt values are on :func:`length_controlled`'s record, kept out of this
+        dict so that callers who store its other keys as the fit's coefficients store only coefficients.
     """
-    p = np.clip(np.asarray(preferences, float), 1e-6, 1 - 1e-6)
-    delta = np.asarray(model_lengths, float) - np.asarray(baseline_lengths, float)
-    if not (len(p) == len(delta)):
-        raise ValueError(f"{len(p)} preferences but {len(delta)} length pairs")
-    sd = delta.std()
-    x_len = np.tanh(delta / sd) if sd > 0 else np.zeros_like(delta)
-    columns = [np.ones_like(p), x_len]
-    if instruction_difficulty is not None:
-        columns.append(np.asarray(instruction_difficulty, float))
-    w = _fit_logistic(np.stack(columns, 1), p)
-    logits0 = w[0] + (w[2] * columns[2] if instruction_difficulty is not None else 0.0)
-    lc = float(100.0 * np.mean(1.0 / (1.0 + np.exp(-logits0))))
-    out = {"lc_win_rate": lc, "win_rate": win_rate(p), "theta": float(w[0]), "phi": float(w[1])}
-    if instruction_difficulty is not None:
-        out["psi"] = float(w[2])
-    return out
+    return length_controlled(
+        preferences, model_lengths, baseline_lengths, instruction_difficulty, length_coef=length_coef, length_sd=length_sd
+    ).to_dict()
+
+
+def fit_length_coef(preferences: Sequence[float], length_deltas: Sequence[float], length_sd: float) -> float:
+    """φ of ``logit p_i = φ · tanh(Δlen_i / length_sd)`` (no intercept), fitted by logistic regression.
+
+    Meant for pairs that differ *only* in length (equal content), where the judge's preference is
+    the length effect and nothing else; with no intercept, a pair and its mirror image agree.
+
+    Raises:
+        ValueError: no pairs, mismatched lengths, non-finite values, ``length_sd <= 0``, or all Δlen zero.
+    """
+    if not (np.isfinite(length_sd) and length_sd > 0):
+        raise ValueError(f"length_sd must be a positive number, got {length_sd}")
+    p, delta = _length_inputs(preferences, length_deltas, np.zeros(len(np.asarray(length_deltas).ravel())))
+    if not np.any(delta != 0):
+        raise ValueError("every length difference is zero: nothing to fit a length coefficient on")
+    return float(_fit_logistic(np.tanh(delta / length_sd)[:, None], p)[0])
 
 
 # --------------------------------------------------------------------------- ranking accuracy

@@ -27,7 +27,9 @@ What the world has, and what each maps to in the paper's setting:
 * **Length.** Fillers, restating and extra items make a response longer; the
   annotator (``data.annotate``) prefers longer responses, the gold scorer does not.
 * **Degeneration.** A response can run on (keep listing, repeat itself, never
-  stop); :func:`repetition_rate` measures the repetition.
+  stop); :func:`repetition_rate` measures the repetition, and
+  :func:`degenerate_reasons` names what makes a response degenerate (it does not
+  end, it loops, or it leaves the task's lexicon).
 
 The gold scorer (:func:`gold_score`) is the exact truth the lab knows and the
 paper could not: content similarity to the ideal answer (partial credit), times
@@ -56,6 +58,10 @@ __all__ = [
     "gold_score",
     "repetition_rate",
     "ideal_response",
+    "REPETITION_THRESHOLD",
+    "DEGENERATE_REASONS",
+    "degenerate_reasons",
+    "is_degenerate_response",
 ]
 
 KINDS = ("copy", "reverse", "sort", "initials", "spell")
@@ -276,3 +282,55 @@ def repetition_rate(response: str, n: int = 3) -> float:
     if len(grams) < 2:
         return 0.0
     return 1.0 - len(set(grams)) / len(grams)
+
+
+# ---------------------------------------------------------------------------------------------
+# Degenerate responses: the check the world can make exactly
+# ---------------------------------------------------------------------------------------------
+
+#: A response repeats itself degenerately when its :func:`repetition_rate` exceeds this *and* the ideal
+#: response's own rate (an ideal "red red red red red." repeats by right). The writers other than ``runon``
+#: stay at or below 0.25 on every test prompt; ``runon`` exceeds 0.3 on almost all.
+REPETITION_THRESHOLD = 0.3
+
+#: The reasons :func:`degenerate_reasons` can give, in the order it reports them.
+DEGENERATE_REASONS = ("unterminated", "repetition", "out-of-lexicon")
+
+_WORD_RE = re.compile(r"[a-z0-9]+")
+#: The characters of the task language (letters, digits, white space and the marks . , ! ? and the colon).
+_FOREIGN_CHAR_RE = re.compile(r"[^a-z0-9\s.,!?:]")
+_LEXICON = frozenset(WORDS) | frozenset(w for phrase in FILLERS + DETAILS for w in _WORD_RE.findall(phrase))
+
+
+def _in_lexicon(word: str, prompt_words: frozenset[str]) -> bool:
+    return word in _LEXICON or word in prompt_words or word.isdigit() or len(word) == 1
+
+
+def degenerate_reasons(prompt: TaskPrompt, text: str, finished: bool) -> tuple[str, ...]:
+    """What makes ``text`` a degenerate response to ``prompt``; empty when nothing does.
+
+    * ``"unterminated"``: the model did not emit EOS (``finished`` False) or the response has no
+      final full stop (closing fillers aside, as in :func:`parse_response`).
+    * ``"repetition"``: ``repetition_rate(text) > REPETITION_THRESHOLD`` and above the ideal
+      response's own repetition rate.
+    * ``"out-of-lexicon"``: a word outside the task's lexicon, or a character the task never writes.
+      The lexicon: :data:`WORDS`, numbers, single letters, the words of the prompt (its items, the
+      made-up word to spell, the instruction), and the words of :data:`FILLERS` and :data:`DETAILS`.
+      ``"sure! 1 3 4 10e. i hope this at unore."`` leaves it ("10e", "at", "unore").
+    """
+    reasons = []
+    if not finished or not parse_response(text)[2]:
+        reasons.append("unterminated")
+    rate = repetition_rate(text)
+    if rate > REPETITION_THRESHOLD and rate > repetition_rate(ideal_response(prompt)):
+        reasons.append("repetition")
+    lowered = text.lower()
+    prompt_words = frozenset(_WORD_RE.findall(prompt.text.lower()))
+    if _FOREIGN_CHAR_RE.search(lowered) or not all(_in_lexicon(w, prompt_words) for w in _WORD_RE.findall(lowered)):
+        reasons.append("out-of-lexicon")
+    return tuple(reasons)
+
+
+def is_degenerate_response(prompt: TaskPrompt, text: str, finished: bool) -> bool:
+    """True when :func:`degenerate_reasons` finds any reason."""
+    return bool(degenerate_reasons(prompt, text, finished))
