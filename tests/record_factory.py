@@ -18,6 +18,7 @@ DEFAULT_METRICS = dict(
     token_logp_diff={}, token_logp_hist={"bin_width": 1.0, "left_edges": [0.0], "counts": [1]},
     seq_logratio={"mean": 0.0, "mean_abs": 0.0, "mean_per_token": 0.0, "token": {"mean": 0.0, "mean_abs": 0.0, "min": 0.0}},
     pair_length_tokens={"chosen_mean": 20.0, "rejected_mean": 20.0}, samples=[], generation={}, judge={},
+    prompt_scores=[], prompt_lc=[], degenerate_reasons={},
 )
 
 

@@ -24,7 +24,7 @@ import ast
 import sys
 import time
 
-from .config import GRIDS, PROFILES
+from .config import GRIDS, PROFILES, students
 
 
 def _workers(text: str) -> int:
@@ -104,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         if name != "world":
             p.add_argument("--grid", required=True, choices=[*GRIDS, "all"])
             p.add_argument("--seeds", type=int, nargs="+", default=[0])
+        else:
+            p.add_argument("--seeds", type=int, nargs="+", default=None,
+                           help="world seeds to build (default: the profile's seeds)")
+            p.add_argument("--workers", type=_workers, default=1, help="parallel processes (cpu world; one thread each)")
         if name == "run":
             p.add_argument("--force", action="store_true", help="recompute even when a record exists")
             p.add_argument("--workers", type=_workers, default=1, help="parallel processes (cpu world; one thread each)")
@@ -135,9 +139,18 @@ def main(argv: list[str] | None = None) -> int:
             from ..world.compatibility import write_compatibility
             from ..world.report import write_world_report
 
+            from ..world.report import record_stage_seconds
+            from .cpu import build_world
+            from .lr_rule import write_lr_choices
+
+            build_world(backend.profile, seeds=args.seeds or backend.profile.seeds, on_policy=True,
+                        workers=args.workers)
+            built = time.perf_counter() - t
             write_world_report(backend.profile)
             compatibility = write_compatibility(backend.profile)
-            where = f"results/lab/world_report_{args.profile}.json and {compatibility}"
+            choices = write_lr_choices(backend, students(args.profile))
+            record_stage_seconds(args.profile, "world (models, data, learning-rate rule; every world seed)", built)
+            where = f"results/lab/world_report_{args.profile}.json, {compatibility} and {choices}"
         print(f"world for profile {args.profile!r} ready in {time.perf_counter() - t:.1f} s: {where}")
         return 0
 
@@ -149,7 +162,13 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             records = run_grid(name, args.profile, seeds=args.seeds, force=args.force, workers=args.workers,
                                backend=backend if args.workers == 1 else None, engine=args.engine)
-            print(f"grid {name}: {len(records)} records in {time.perf_counter() - t:.1f} s")
+            seconds = time.perf_counter() - t
+            print(f"grid {name}: {len(records)} records in {seconds:.1f} s")
+            if args.profile != "gpu":
+                from ..world.report import record_stage_seconds
+
+                seeds = ",".join(map(str, args.seeds))
+                record_stage_seconds(args.profile, f"grid {name} (seeds {seeds}, {args.engine} engine)", seconds)
         damaged: list = []
         records = load_records(grid(name, args.profile, args.seeds), settings=backend.settings,
                                suffix=backend.record_suffix, damaged=damaged)

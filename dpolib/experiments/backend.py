@@ -59,7 +59,8 @@ class Backend:
         """Process-wide settings for the duration of a run (threads, matmul precision)."""
         yield
 
-    def world(self) -> World:
+    def world(self, config=None) -> World:
+        """The world ``config`` runs in (the cpu world: its world seed and its pairs; ``None``: world 0's pool)."""
         raise NotImplementedError
 
     def student_dir(self, config, world: World) -> Path:

@@ -34,6 +34,7 @@ __all__ = [
     "profile_settings",
     "students",
     "SWEEP_GRIDS",
+    "PAIRS",
     "sweep_grid",
 ]
 
@@ -45,12 +46,15 @@ _IMPLIED_REFERENCE = {"probability": "uniform", "likelihood": "prior", "sft": "n
 
 #: Bump when the pipeline or :mod:`dpolib.experiments.metrics` changes what a record holds: every record key of
 #: every profile (cpu world and gpu alike) changes with it, so stale records are recomputed, never mixed in.
-PIPELINE_VERSION = "2"
+PIPELINE_VERSION = "3"
 
 #: The β grid of every arm, for every profile (the cpu world and the gpu profile sweep the same values).
 BETAS: dict[str, tuple[float, ...]] = {
-    # RQ1: DPO with the SFT reference; the paper's Table 1 grid plus App. B's 0.001 (Table 6)
-    "rq1": (0.1, 0.05, 0.02, 0.01, 0.005, 0.001),
+    # RQ1: DPO with the SFT reference; the paper's Table 1 grid plus App. B's 0.001 (Table 6), widened upwards to
+    # RQ3's 10 and 1 so that RQ3 and App. E reuse these self-reference runs instead of training them again
+    "rq1": (10.0, 1.0, 0.1, 0.05, 0.02, 0.01, 0.005, 0.001),
+    # the on-policy diagnostic control (pairs from the student's own samples): never a headline
+    "controls": (1.0, 0.1),
     # RQ2: the reference-free posterior-probability objective (Eq. 10) and the likelihood objective (Eq. 15)
     "rq2-probability": (100.0, 10.0, 1.0, 0.1, 0.01),
     "rq2-likelihood": (1.0, 0.1, 0.05, 0.02, 0.01, 0.005),
@@ -60,8 +64,12 @@ BETAS: dict[str, tuple[float, ...]] = {
     "appendix-e": (10.0, 1.0, 0.1, 0.01, 0.005),
 }
 
+#: How a run's preference pairs were made: World 4's off-policy candidate pool, or the student's own samples (the
+#: on-policy diagnostic control; cpu world only).
+PAIRS = ("pool", "on-policy")
+
 #: The grids defined by β sweeps alone (:func:`sweep_grid`).
-SWEEP_GRIDS = ("rq1", "rq2", "rq3", "appendix-e")
+SWEEP_GRIDS = ("rq1", "rq2", "rq3", "appendix-e", "controls")
 #: Every named grid, the sweeps and ``seeds`` (which reruns the headline arms chosen from them,
 #: :func:`dpolib.experiments.records.grid`).
 GRIDS = (*SWEEP_GRIDS, "seeds")
@@ -106,7 +114,10 @@ class RunConfig:
             (``uniform``, ``prior``, ``none``).
         beta: the KL strength β > 0; ``None`` for the SFT row (the paper's β = ∞).
         loss: the :data:`dpolib.losses.LOSSES` name (``"sigmoid"`` = DPO's Eq. 5).
-        seed: the seed of DPO's data order and of generation.
+        seed: the seed of DPO's data order and of generation; in the cpu world also the world seed (pretraining,
+            SFT, siblings, candidate pool, annotator noise and prompts are all reseeded).
+        pairs: ``"pool"`` (the off-policy preference data, as in the paper) or ``"on-policy"`` (the diagnostic
+            control: pairs from the student's own samples, same annotator).
     """
 
     profile: str
@@ -116,8 +127,13 @@ class RunConfig:
     beta: float | None = 0.1
     loss: str = "sigmoid"
     seed: int = 0
+    pairs: str = "pool"
 
     def __post_init__(self):
+        if self.pairs not in PAIRS:
+            raise ValueError(f"pairs must be one of {PAIRS}, got {self.pairs!r}")
+        if self.pairs == "on-policy" and (self.objective, self.reference) != ("dpo", "self"):
+            raise ValueError("the on-policy control is DPO with the SFT reference (objective='dpo', reference='self')")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
         implied = _IMPLIED_REFERENCE.get(self.objective)
@@ -144,7 +160,8 @@ class RunConfig:
 
     def label(self) -> str:
         beta = "inf" if self.beta is None else f"{self.beta:g}"
-        return f"{self.student}/{self.objective}/{self.reference}/beta={beta}/seed={self.seed}"
+        tail = "" if self.pairs == "pool" else f"/pairs={self.pairs}"
+        return f"{self.student}/{self.objective}/{self.reference}/beta={beta}/seed={self.seed}{tail}"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -155,8 +172,10 @@ def sweep_grid(name: str, profile: str, seeds: Iterable[int] = (0,)) -> list[Run
 
     ``rq1``: per student, the SFT row and DPO with the SFT reference over :data:`BETAS` ``["rq1"]``.
     ``rq2``: the main student's SFT row, RQ1's DPO runs, and the probability and likelihood objectives.
-    ``rq3``: per student, DPO with the self, compatible and incompatible references.
+    ``rq3``: per student, DPO with the self, compatible and incompatible references (the self runs are RQ1's:
+    the same configurations, hence the same records, trained once).
     ``appendix-e``: the main student with its best RQ1 policy as reference.
+    ``controls``: per student, the on-policy diagnostic control (cpu world only).
 
     Raises ``ValueError`` naming the grids (or profiles) for an unknown one.
     """
@@ -186,4 +205,10 @@ def sweep_grid(name: str, profile: str, seeds: Iterable[int] = (0,)) -> list[Run
                     configs += sweep(s, "dpo", ref, "rq3", seed)
         elif name == "appendix-e":
             configs += sweep(main, "dpo", "rq1-best", "appendix-e", seed)
+        elif name == "controls":
+            if profile == "gpu":
+                raise ValueError("the on-policy control is the cpu world's (the gpu profile has no grid 'controls')")
+            for s in all_students:
+                configs += [RunConfig(profile, s, "dpo", "self", b, seed=seed, pairs="on-policy")
+                            for b in BETAS["controls"]]
     return configs

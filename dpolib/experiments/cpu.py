@@ -11,21 +11,19 @@ recipe at this scale, and the pairwise judge on gold scores with a length bias.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from .. import evaluation as E
 from .. import paths
 from ..provenance import stable_hash
 from ..references import ModelReference, PriorReference, UniformReference
 from ..world import pairs, pretrain, writers
 from ..world.families import FAMILIES, reference_model
 from ..world.profiles import Profile, get_profile
-from ..world.task import gold_score
 from .backend import Backend, World
+from .config import RunConfig
 from .metrics import JudgeResult
 
 __all__ = ["CpuBackend", "build_world", "cpu_threads"]
@@ -69,20 +67,26 @@ class CpuBackend(Backend):
         with cpu_threads(1):
             yield
 
-    def world(self) -> World:
-        key = stable_hash(self.profile.to_dict())
+    def world_profile(self, config=None) -> Profile:
+        """The profile of the world ``config`` runs in (its seed is the world seed; ``None``: world 0)."""
+        return self.profile.for_world(0 if config is None else config.seed)
+
+    def world(self, config=None) -> World:
+        p = self.world_profile(config)
+        on_policy = config.student if config is not None and config.pairs == "on-policy" else None
+        key = stable_hash([p.to_dict(), on_policy])
         if key not in _WORLDS:
-            ds = pairs.build_preference_data(self.profile)
-            prompts = pairs.test_prompts(self.profile)
+            ds = pairs.build_preference_data(p, on_policy=on_policy)
+            prompts = pairs.test_prompts(p)
             _WORLDS[key] = World(
-                train=ds["train"], val=ds["validation"], test_messages=[p.messages() for p in prompts],
-                test_texts=[p.text for p in prompts], cache=paths.world_cache(),
-                extra={"prompts": prompts, "baseline": list(writers.baseline_responses(prompts))},
+                train=ds["train"], val=ds["validation"], test_messages=[p_.messages() for p_ in prompts],
+                test_texts=[p_.text for p_ in prompts], cache=paths.world_cache(),
+                extra={"prompts": prompts, "baseline": list(writers.baseline_responses(prompts)), "profile": p},
             )
         return _WORLDS[key]
 
     def student_dir(self, config, world: World) -> Path:
-        return pretrain.model_dir(config.student, "small", "sft", self.profile)
+        return pretrain.model_dir(config.student, "small", "sft", world.extra["profile"])
 
     def load(self, path, world: World, scoring: bool = False):
         return _load(path)
@@ -93,7 +97,7 @@ class CpuBackend(Backend):
         return ModelReference(model, tokenizer, name=name, max_length=self.profile.max_length, progress=False)
 
     def reference(self, config, world: World):
-        p = self.profile
+        p = world.extra["profile"]
         if config.reference == "uniform":
             return UniformReference()
         if config.reference == "prior":
@@ -107,7 +111,8 @@ class CpuBackend(Backend):
     def policy_dir(self, config) -> Path:
         return paths.policy_cache(config.profile) / config.key(self.profile)
 
-    def dpo_args(self, config, world: World) -> dict:
+    def base_dpo_args(self, config, world: World) -> dict:
+        """The paper's recipe at this scale, at the profile's base rate (the SFT/40 ratio)."""
         p = self.profile
         return dict(
             learning_rate=p.dpo_learning_rate,
@@ -118,6 +123,13 @@ class CpuBackend(Backend):
             max_length=p.max_length,
         )
 
+    def dpo_args(self, config, world: World) -> dict:
+        """The recipe at the student's rate chosen by the rule (:mod:`dpolib.experiments.lr_rule`)."""
+        from .lr_rule import chosen_learning_rate
+
+        return {**self.base_dpo_args(config, world),
+                "learning_rate": chosen_learning_rate(self, config.student).learning_rate}
+
     def generation_batch_size(self) -> int:
         return self.profile.eval_batch_size
 
@@ -125,25 +137,79 @@ class CpuBackend(Backend):
         return self.profile.max_new_tokens
 
     def judge(self, config, world: World, generations) -> JudgeResult:
+        """The world's judge (:func:`dpolib.world.judge.judge_outputs`): gold, the pairwise judge's win rate against
+        the fixed baseline, the calibrated length-controlled win rate and the world's degenerate check."""
+        from ..world import judge as J
+
         prompts, baseline = world.extra["prompts"], world.extra["baseline"]
-        gold = np.array([gold_score(p, g.text, terminated=g.finished) for p, g in zip(prompts, generations)])
-        base_gold = np.array([gold_score(p, b) for p, b in zip(prompts, baseline)])
-        lengths = np.array([len(g.text) for g in generations], float)
-        base_lengths = np.array([len(b) for b in baseline], float)
-        judge = E.PairwiseJudge(length_bias=pairs.LENGTH_BIAS, length_scale=pairs.LENGTH_SCALE, length_cap=2.0)
-        lc = E.length_controlled_win_rate(judge.prob(gold, base_gold, lengths, base_lengths), lengths, base_lengths)
+        if "length_calibration" not in world.extra:  # no model output involved: one φ for every model of a world
+            world.extra["length_calibration"] = J.calibrate_length_coef(prompts, baseline, J.default_judge())
+        out = J.judge_outputs(prompts, [g.text for g in generations], [g.finished for g in generations], baseline,
+                              calibration=world.extra["length_calibration"])
+        reasons: dict = {}
+        for rs in out.reasons:
+            for r in rs:
+                reasons[r] = reasons.get(r, 0) + 1
         return JudgeResult(
-            scores=gold.tolist(), gold_score=float(gold.mean()), baseline_gold_score=float(base_gold.mean()),
-            win_rate=lc["win_rate"], lc_win_rate=lc["lc_win_rate"],
-            lc_fit={k: v for k, v in lc.items() if k not in ("win_rate", "lc_win_rate")}, judge=asdict(judge),
+            scores=list(out.gold), gold_score=out.gold_score, baseline_gold_score=out.baseline_gold_score,
+            win_rate=out.win_rate, lc_win_rate=out.lc_win_rate,
+            lc_fit={"phi": out.length_coef, "length_sd": out.length_sd, "calibrated": True,
+                    "per_model_lc_win_rate": out.per_model_lc_win_rate, "per_model_phi": out.per_model_phi},
+            judge=asdict(out.judge), lc_scores=list(out.lc_per_prompt), degenerate=list(out.degenerate),
+            degenerate_reasons=reasons, degenerate_threshold=J.DEGENERATE_RATE_THRESHOLD,
         )
 
 
-def build_world(profile: str | Profile) -> World:
-    """Build (or load from the cache) everything a profile's runs share: the four SFT models and the data."""
+def _build_models(profile: Profile, seed: int, family: str) -> None:
+    """One family's models in world ``seed``: its SFT student and large model, and its siblings."""
+    p = profile.for_world(seed)
+    with cpu_threads(1):
+        for size in pretrain.SIZES:
+            pretrain.model_dir(family, size, "sft", p)
+        for stage in pretrain.sibling_stages(p):
+            pretrain.model_dir(family, "small", stage, p)
+
+
+def _build_data(profile: Profile, seed: int, on_policy: bool) -> None:
+    """World ``seed``'s preference data (sampling every pool model), and each student's on-policy control data."""
     backend = CpuBackend(profile)
-    with cpu_threads(1):  # one thread: fastest here, and the same weights whoever builds them
-        for family in FAMILIES:
-            for size in pretrain.SIZES:
-                pretrain.model_dir(family, size, "sft", backend.profile)
+    with cpu_threads(1):
+        config = RunConfig(profile.name, next(iter(FAMILIES)), seed=seed)
+        backend.world(config)
+        if on_policy:
+            for family in FAMILIES:
+                backend.world(replace(config, student=family, pairs="on-policy"))
+
+
+def _choose_rate(profile: Profile, student: str) -> None:
+    from .lr_rule import chosen_learning_rate
+
+    chosen_learning_rate(CpuBackend(profile), student)
+
+
+def _in_parallel(fn, tasks: list[tuple], workers: int) -> None:
+    if workers <= 1 or len(tasks) <= 1:
+        for t in tasks:
+            fn(*t)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=mp.get_context("spawn")) as pool:
+        for future in [pool.submit(fn, *t) for t in tasks]:
+            future.result()
+
+
+def build_world(profile: str | Profile, seeds=(0,), on_policy: bool = False, workers: int = 1) -> World:
+    """Build (or load from the cache) everything a profile's runs share in each world seed, in three stages:
+    the models (SFT students, large models, siblings), the data (the pool's samples; with ``on_policy``, each
+    student's control data) and the learning-rate choice (world 0). ``workers > 1`` builds the independent
+    pieces of a stage in that many processes (one torch thread each: the same weights as a serial build).
+    Returns world 0's pool world."""
+    backend = CpuBackend(profile)
+    p = backend.profile
+    _in_parallel(_build_models, [(p, seed, family) for seed in seeds for family in FAMILIES], workers)
+    _in_parallel(_build_data, [(p, seed, on_policy) for seed in seeds], workers)
+    _in_parallel(_choose_rate, [(p, family) for family in FAMILIES], workers)
+    with cpu_threads(1):
         return backend.world()

@@ -76,7 +76,7 @@ class GpuBackend(Backend):
             torch.cuda.reset_peak_memory_stats()
         yield
 
-    def world(self) -> World:
+    def world(self, config=None) -> World:
         key = stable_hash({"profile": self.profile.to_dict(), "cache": str(self.cache)})
         if key not in _WORLDS:
             from transformers import AutoTokenizer

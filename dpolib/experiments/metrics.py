@@ -20,7 +20,7 @@ evaluation code) happen inside the functions, so reading records never pays for 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -71,6 +71,11 @@ class Metrics:
         pair_length_tokens: mean token length of chosen and rejected validation responses.
         samples: the first test prompts with their generated responses.
         generation: the generation settings; judge: the judge's description.
+        prompt_scores: per-test-prompt gold (or reward) scores, rounded to 4 decimals, in test-prompt order
+            (paired bootstrap CIs over prompts read them; empty in records older than World 4).
+        prompt_lc: per-test-prompt length-controlled win probabilities, rounded to 4 decimals (their mean x 100 is
+            the LC win rate when the judge supplies them; else empty).
+        degenerate_reasons: how many test outputs were degenerate for each reason (the world's check).
     """
 
     gold_score: float
@@ -94,12 +99,15 @@ class Metrics:
     samples: list
     generation: dict
     judge: dict
+    prompt_scores: list = field(default_factory=list)
+    prompt_lc: list = field(default_factory=list)
+    degenerate_reasons: dict = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "Metrics":
         """Validate and wrap a record's ``metrics``: every field present, the fields of
         :data:`~dpolib.experiments.metrics.FINITE` finite numbers."""
-        names = [f.name for f in fields(cls)]
+        names = [f.name for f in fields(cls) if f.name in data or f.default_factory is MISSING]
         missing = [n for n in names if n not in data]
         if missing:
             raise KeyError(f"metrics lack {', '.join(missing)}")
@@ -124,6 +132,11 @@ class JudgeResult:
         lc_win_rate: length-controlled win rate against the baseline (%).
         lc_fit: the length-controlled GLM's fitted coefficients.
         judge: a description of the judge (recorded).
+        lc_scores: per-prompt length-controlled win probabilities (``None``: the judge gives none).
+        degenerate: per-prompt degenerate flags from the world's own check (``None``: the generic check,
+            non-termination or repetition, is used).
+        degenerate_reasons: counts of degenerate outputs by reason.
+        degenerate_threshold: the share of degenerate outputs above which the model is flagged.
     """
 
     scores: Sequence[float]
@@ -133,6 +146,10 @@ class JudgeResult:
     lc_win_rate: float
     lc_fit: dict = field(default_factory=dict)
     judge: dict = field(default_factory=dict)
+    lc_scores: Sequence[float] | None = None
+    degenerate: Sequence[bool] | None = None
+    degenerate_reasons: dict = field(default_factory=dict)
+    degenerate_threshold: float | None = None
 
 
 def score_pairs(scorer, prompts, chosen, rejected) -> tuple:
@@ -190,7 +207,12 @@ def evaluate_policy(generations: Sequence, prompt_texts: Sequence[str], judged: 
     from .. import evaluation as E
     from ..world.task import repetition_rate
 
-    degenerate = np.array([E.is_degenerate(g, repetition_rate(g.text)) for g in generations])
+    if judged.degenerate is not None:
+        degenerate = np.asarray(judged.degenerate, bool)
+        threshold = judged.degenerate_threshold if judged.degenerate_threshold is not None else DEGENERATE_RATE
+    else:
+        degenerate = np.array([E.is_degenerate(g, repetition_rate(g.text)) for g in generations])
+        threshold = DEGENERATE_RATE
     samples = [
         {"prompt": p, "response": g.text, "gold": float(s), "finished": g.finished}
         for p, g, s in zip(prompt_texts[:N_SAMPLES], generations[:N_SAMPLES], list(judged.scores)[:N_SAMPLES])
@@ -205,7 +227,7 @@ def evaluate_policy(generations: Sequence, prompt_texts: Sequence[str], judged: 
         mean_length_tokens=float(np.mean([g.n_tokens for g in generations])),
         finished_rate=float(np.mean([g.finished for g in generations])),
         degenerate_rate=float(degenerate.mean()),
-        degenerate=bool(degenerate.mean() > DEGENERATE_RATE),
+        degenerate=bool(degenerate.mean() > threshold),
         reward_accuracy=pairs["reward_accuracy"],
         policy_accuracy=pairs["policy_accuracy"],
         eos=pairs["eos"],
@@ -217,4 +239,7 @@ def evaluate_policy(generations: Sequence, prompt_texts: Sequence[str], judged: 
         samples=samples,
         generation=settings.to_dict(),
         judge=dict(judged.judge),
+        prompt_scores=[round(float(x), 4) for x in judged.scores],
+        prompt_lc=[] if judged.lc_scores is None else [round(float(x), 4) for x in judged.lc_scores],
+        degenerate_reasons=dict(judged.degenerate_reasons),
     )

@@ -31,7 +31,8 @@ from .config import BETAS, PROFILES, RunConfig
 from .metrics import evaluate_policy, pair_metrics, score_pairs
 from ..models import reusable_model_dir, save_pretrained_atomic
 from .records import (
-    Record, RecordError, best_record, grid, load_records, read_record, record_path, set_aside, write_record,
+    Record, RecordError, best_record, compact_curves, grid, load_records, read_record, record_path, set_aside,
+    write_record,
 )  # fmt: skip
 
 __all__ = ["backend_for", "run", "run_sweep", "sweep_groups", "run_grid", "save_policy", "KEEP_POLICY_GRIDS", "ENGINES"]
@@ -76,7 +77,7 @@ def _best_rq1_reference(config: RunConfig, backend: Backend, world, root: Path |
     return backend.scorer(*backend.load(path, world, scoring=True), world, f"{config.student}-dpo-beta={best_config.beta:g}")
 
 
-def _train(policy, tokenizer, train, config: RunConfig, backend: Backend, world):
+def _train(policy, tokenizer, train, config: RunConfig, backend: Backend, world, dpo_args: dict | None = None):
     from transformers.trainer_callback import PrinterCallback
 
     from .. import paths
@@ -84,7 +85,8 @@ def _train(policy, tokenizer, train, config: RunConfig, backend: Backend, world)
 
     torch.manual_seed(config.seed)
     out = paths.trainer_scratch() / config.profile / config.key(backend.settings)
-    args = make_dpo_config(str(out), beta=config.beta, seed=config.seed, **backend.dpo_args(config, world))
+    dpo_args = backend.dpo_args(config, world) if dpo_args is None else dpo_args
+    args = make_dpo_config(str(out), beta=config.beta, seed=config.seed, **dpo_args)
     trainer = PrecomputedRefDPOTrainer(policy, args=args, train_dataset=train, processing_class=tokenizer,
                                        loss=config.loss, **backend.trainer_kwargs())
     trainer.remove_callback(PrinterCallback)  # the record keeps the curves; no log dicts on stdout
@@ -147,7 +149,7 @@ def _finish(config: RunConfig, policy, tokenizer, curves, *, backend: Backend, w
     times["evaluate"] = time.perf_counter() - t
     times["total"] = sum(v for k, v in times.items() if k != "total")
     record = Record(
-        config=config, metrics=metrics, curves=tuple(curves),
+        config=config, metrics=metrics, curves=tuple(compact_curves(curves)),
         provenance=provenance(wall_time_s=times, seed=config.seed, trainer=trainer, **backend.provenance_extra()),
         key=config.key(backend.settings), label=config.label(), settings=backend.settings.to_dict(),
         reference_name=reference_name, path=path,
@@ -177,7 +179,7 @@ def run(config: RunConfig, *, root: Path | None = None, force: bool = False, kee
         return done
     with backend.session():
         t0 = time.perf_counter()
-        world = backend.world()
+        world = backend.world(config)
         times = {"world": time.perf_counter() - t0}
         train, val, reference_name, times["precompute"] = _prepare(config, backend, world, root)
         policy, tokenizer = backend.load(backend.student_dir(config, world), world)
@@ -228,7 +230,7 @@ def run_sweep(configs: list[RunConfig], *, root: Path | None = None, force: bool
     if todo:
         with backend.session():
             t0 = time.perf_counter()
-            world = backend.world()
+            world = backend.world(todo[0][0])
             world_s = time.perf_counter() - t0
             prepared = [_prepare(c, backend, world, root) for c, _ in todo]
             student = backend.student_dir(todo[0][0], world)
@@ -311,7 +313,9 @@ def run_grid(name: str, profile: str, *, seeds: Iterable[int] = (0,), root: Path
 
         from .cpu import build_world
 
-        build_world(profile)  # train the world's models once, before the workers load them
+        # train each world's models (and choose the learning rates) once, before the workers load them
+        build_world(profile, seeds=sorted({c.seed for c in todo}), on_policy=any(c.pairs == "on-policy" for c in todo),
+                    workers=workers)
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
             futures = {pool.submit(_run_unit, u, **kw): u for u in units}
             for future in as_completed(futures):

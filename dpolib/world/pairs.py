@@ -1,27 +1,29 @@
-"""Source policies, the GPT-4-like annotator, UltraFeedback-style binarised preference data.
+"""World 4's candidate pool, the GPT-4-like annotator, UltraFeedback-style binarised preference data.
 
 UltraFeedback (Cui et al., 2023) has, per prompt, 4 responses from different
 LLMs, each graded by GPT-4; the binarised version (Tunstall et al., 2023) takes
 the best-graded response as ``chosen`` and a uniformly random one of the other
-three as ``rejected`` (digest §2.1). Ours does the same with:
+three as ``rejected`` (digest §2.1). Ours does the same. World 4's pool
+(:func:`model_sources`, :func:`pool_sources`), fixed before any grid ran:
 
-* :data:`~dpolib.world.writers.SOURCE_POLICIES`: 8 programmatic writers of varied quality (careful,
-  thorough, chatty, verbose, sloppy, lazy, over-long, run-on), and
-* :data:`MODEL_SOURCES`: 4 trained models sampled at temperature 1: the two
-  large SFT models (the stronger models of the pool, as GPT-4 and GPT-3.5 were in
-  UltraFeedback's) and a *peer* of each student (a second SFT of the same small
-  base on another sample of SFT data, like the many fine-tunes of one base model
-  in UltraFeedback's pool). Their answers fail the way trained models fail
-  (a wrong item where the model is unsure, a response that does not stop), which
-  the programmatic writers only imitate. None of the 12 sources is a student, so
-  the data is *off-policy*, as in the paper.
+* **Siblings, most of the pool.** ``n_siblings`` same-size SFT models per family
+  (the student's base, other demonstrations, other seeds; sampled at temperature 1):
+  3 of the 4 candidates of a prompt are distinct siblings of either family. World 3's
+  pool (51% of chosen answers perfect writer output the students could not produce)
+  taught the implicit reward but not the policy; a measured check on world 3 showed
+  near-policy pairs move gold where the far pool did not.
+* **A minority of stronger or programmatic answers.** The 4th candidate is a large SFT
+  model's sample (half the time) or one of the 8 writers of
+  :data:`~dpolib.world.writers.SOURCE_POLICIES` (the other half).
+* **Never the student.** The data stays off-policy, as in the paper.
+  :func:`build_preference_data` with ``on_policy=<student>`` builds the labelled
+  diagnostic control instead: 4 samples of the student itself, same annotator.
 * :func:`annotate`: gold score + a **length bias** + noise (documented below),
   the analogue of GPT-4's known preference for longer answers.
-* :func:`build_preference_data`: 4 distinct sources per prompt (of 12), annotate, binarise.
 
-The model samples are generated once per world and cached on disk
-(:func:`model_samples`); everything else is pure Python and is **regenerated
-deterministically** from ``(profile, seed)`` on every call.
+Model samples are generated once per world and cached on disk (:func:`model_samples`);
+everything else is pure Python and is **regenerated deterministically** from the profile
+(its ``world_seed`` included) on every call.
 """
 
 from __future__ import annotations
@@ -32,13 +34,20 @@ import random
 
 from . import pretrain
 from .. import evaluation
+from .families import FAMILIES
 from .profiles import Profile
 from .task import TaskPrompt, gold_score, sample_prompts
 from . import writers
 from .writers import SOURCE_POLICIES
 
 __all__ = [
-    "MODEL_SOURCES",
+    "model_sources",
+    "source_kind",
+    "pool_sources",
+    "preference_prompts",
+    "SIBLING_SLOTS",
+    "LARGE_SHARE",
+    "ON_POLICY_SAMPLES",
     "SAMPLING",
     "model_samples",
     "LENGTH_BIAS",
@@ -50,16 +59,48 @@ __all__ = [
     "test_prompts",
 ]
 
-#: The trained models of the candidate pool, name -> (family, size, stage) of :func:`dpolib.world.pretrain.model_dir`.
-MODEL_SOURCES: dict[str, tuple[str, str, str]] = {
-    "char-large": ("char", "large", "sft"),
-    "bpe-large": ("bpe", "large", "sft"),
-    "char-peer": ("char", "small", "peer"),
-    "bpe-peer": ("bpe", "small", "peer"),
-}
-
-#: How the model sources are sampled (ancestral sampling, as UltraFeedback's models were).
+#: How the model sources are sampled (ancestral sampling, as UltraFeedback's models were); the seed is offset by
+#: the world seed.
 SAMPLING = {"temperature": 1.0, "top_p": 1.0, "seed": 1234, "batch_size": 64}
+#: Candidates per prompt that are distinct siblings (the rest: a large model or a writer, :func:`pool_sources`).
+SIBLING_SLOTS = 3
+#: The chance that a prompt's other candidate is a large model's sample rather than a writer's answer.
+LARGE_SHARE = 0.5
+#: Samples of the student per prompt in the on-policy control.
+ON_POLICY_SAMPLES = 4
+
+
+def model_sources(profile: Profile) -> dict[str, tuple[str, str, str]]:
+    """The trained models of the candidate pool: name -> ``(family, size, stage)`` of
+    :func:`dpolib.world.pretrain.model_dir` (every family's siblings, then its large SFT model)."""
+    out: dict[str, tuple[str, str, str]] = {}
+    for family in FAMILIES:
+        for stage in pretrain.sibling_stages(profile):
+            out[f"{family}-{stage}"] = (family, "small", stage)
+    for family in FAMILIES:
+        out[f"{family}-large"] = (family, "large", "sft")
+    return out
+
+
+def source_kind(name: str) -> str:
+    """``"sibling"``, ``"large"``, ``"student"`` (the on-policy control) or ``"writer"``."""
+    for kind in ("sibling", "large", "student"):
+        if f"-{kind}" in name:
+            return kind
+    return "writer"
+
+
+def pool_sources(profile: Profile, rng: random.Random) -> list[str]:
+    """The 4 distinct sources of one prompt: :data:`SIBLING_SLOTS` siblings, then a large model or a writer."""
+    names = model_sources(profile)
+    siblings = [n for n in names if source_kind(n) == "sibling"]
+    large = [n for n in names if source_kind(n) == "large"]
+    chosen = rng.sample(siblings, min(SIBLING_SLOTS, len(siblings)))
+    while len(chosen) < 4:
+        pick = rng.choice(large) if rng.random() < LARGE_SHARE else rng.choice(list(SOURCE_POLICIES))
+        if pick not in chosen:
+            chosen.append(pick)
+    return chosen
 
 
 def generate_responses(
@@ -77,35 +118,44 @@ def generate_responses(
     return out
 
 
-def model_samples(profile: Profile, prompts: list[TaskPrompt], cache_dir=None, progress: bool = False) -> dict:
-    """``{source: {prompt text: response}}``: one sampled response per prompt from each of :data:`MODEL_SOURCES`.
+def _on_policy_sources(student: str) -> dict[str, tuple[str, str, str, int]]:
+    return {f"{student}-student-{k}": (student, "small", "sft", k) for k in range(ON_POLICY_SAMPLES)}
 
-    Generated with :func:`dpolib.evaluation.generate` (the model's chat template,
-    temperature 1, seed fixed in :data:`SAMPLING`, ``profile.max_new_tokens``) and
-    cached as JSON next to the models, keyed by the models' cache keys, the prompts
-    and the settings. A response that hits the token limit is kept as cut (no final
-    full stop, so gold scores it as unterminated), as a run-on writer's is.
+
+def model_samples(profile: Profile, prompts: list[TaskPrompt], cache_dir=None, progress: bool = False,
+                  on_policy: str | None = None) -> dict:
+    """``{source: {prompt text: response}}``: one sampled response per prompt from each model source.
+
+    The sources are :func:`model_sources` (or, with ``on_policy=<student>``, that student's SFT
+    model sampled :data:`ON_POLICY_SAMPLES` times with different seeds). Generated with
+    :func:`dpolib.evaluation.generate` (the model's chat template, temperature 1, seed
+    :data:`SAMPLING` + world seed, ``profile.max_new_tokens``) and cached as JSON next to the
+    models, keyed by the models' cache keys, the prompts and the settings. A response that hits
+    the token limit is kept as cut (no final full stop, so gold scores it as unterminated).
     """
     import hashlib
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-
     texts = [p.text for p in prompts]
-    keys = {name: pretrain.stage_key(f, size, stage, profile) for name, (f, size, stage) in MODEL_SOURCES.items()}
+    sources = ({n: (*v, 0) for n, v in model_sources(profile).items()} if on_policy is None
+               else _on_policy_sources(on_policy))
+    keys = {name: [pretrain.stage_key(f, size, stage, profile), k] for name, (f, size, stage, k) in sources.items()}
+    seed = SAMPLING["seed"] + 1000 * profile.world_seed
     digest = hashlib.sha256(
-        json.dumps([keys, texts, SAMPLING, profile.max_new_tokens], sort_keys=True).encode()
+        json.dumps([keys, texts, SAMPLING, seed, profile.max_new_tokens], sort_keys=True).encode()
     ).hexdigest()[:16]
     root = pretrain._root(cache_dir)
     path = root / f"samples-{digest}.json"
     if path.exists():
         return json.loads(path.read_text())
-    settings = evaluation.GenerationSettings(max_new_tokens=profile.max_new_tokens, do_sample=True, **SAMPLING)
     out: dict = {}
     unique = list(dict.fromkeys(texts))
     by_text = {p.text: p for p in prompts}
-    for name, (family, size, stage) in MODEL_SOURCES.items():
+    for name, (family, size, stage, k) in sources.items():
+        settings = evaluation.GenerationSettings(max_new_tokens=profile.max_new_tokens, do_sample=True,
+                                                 **{**SAMPLING, "seed": seed + 7919 * k})
         d = pretrain.model_dir(family, size, stage, profile, cache_dir)
         tok = AutoTokenizer.from_pretrained(d)
         with torch.random.fork_rng():
@@ -155,11 +205,10 @@ def annotate(prompt: TaskPrompt, responses: list[str], rng: random.Random) -> li
 # ---------------------------------------------------------------------------------------------
 
 
-def _pairs(prompts: list[TaskPrompt], rng: random.Random, samples: dict | None = None) -> list[dict]:
+def _pairs(prompts: list[TaskPrompt], rng: random.Random, draw_sources, samples: dict | None = None) -> list[dict]:
     rows = []
-    names = list(SOURCE_POLICIES) + sorted(samples or {})
     for p in prompts:
-        sources = rng.sample(names, 4)
+        sources = draw_sources(rng)
         responses = generate_responses(p, sources, rng, samples=samples)
         grades = annotate(p, responses, rng)
         best = max(range(4), key=lambda i: grades[i])
@@ -182,8 +231,14 @@ def _pairs(prompts: list[TaskPrompt], rng: random.Random, samples: dict | None =
     return rows
 
 
-def build_preference_data(profile: Profile, seed: int = 0, cache_dir=None, model_sources: bool = True):
-    """UltraFeedback-style binarised preference data, a ``datasets.DatasetDict``.
+def preference_prompts(profile: Profile) -> dict[str, list[TaskPrompt]]:
+    """The prompts of the ``train`` and ``validation`` preference splits in the profile's world."""
+    splits = (("train", "pref_train", profile.n_pref_train), ("validation", "pref_val", profile.n_pref_val))
+    return {split: sample_prompts(n, name, seed=profile.world_seed) for split, name, n in splits}
+
+
+def build_preference_data(profile: Profile, cache_dir=None, model_sources: bool = True, on_policy: str | None = None):
+    """UltraFeedback-style binarised preference data of the profile's world, a ``datasets.DatasetDict``.
 
     Splits ``train`` (``profile.n_pref_train`` prompts of the ``pref_train`` split) and
     ``validation`` (``profile.n_pref_val`` of ``pref_val``). Columns: ``prompt`` (messages),
@@ -191,26 +246,35 @@ def build_preference_data(profile: Profile, seed: int = 0, cache_dir=None, model
     ``prompt_text``, ``gold_chosen``, ``gold_rejected``, ``source_chosen``,
     ``source_rejected``, ``annotator_chosen``, ``annotator_rejected``.
 
-    Binarisation as in the paper: chosen = best by the annotator among 4 responses
-    from 4 distinct sources (uniformly drawn from the 8 writers and, with
-    ``model_sources``, the 4 models of :data:`MODEL_SOURCES`, which are trained and
-    sampled on first use and cached under ``cache_dir``); rejected = uniformly
-    random among the other 3. Deterministic in ``(profile world fields, seed)``.
+    Binarisation as in the paper: chosen = best by the annotator among 4 responses from 4
+    distinct sources (:func:`pool_sources`: 3 siblings and a large model or a writer; with
+    ``model_sources=False``, 4 of the 8 writers; with ``on_policy=<student>``, 4 samples of
+    that student: the diagnostic control); rejected = uniformly random among the other 3.
+    Model sources are trained and sampled on first use and cached under ``cache_dir``.
+    Deterministic in the profile's world fields (``world_seed`` included).
     """
     from datasets import Dataset, DatasetDict
 
-    splits = (("train", "pref_train", profile.n_pref_train), ("validation", "pref_val", profile.n_pref_val))
-    prompts = {split: sample_prompts(n, name, seed=seed) for split, name, n in splits}
-    samples = model_samples(profile, prompts["train"] + prompts["validation"], cache_dir) if model_sources else None
+    prompts = preference_prompts(profile)
+    every = prompts["train"] + prompts["validation"]
+    if on_policy is not None:
+        samples = model_samples(profile, every, cache_dir, on_policy=on_policy)
+        names = sorted(samples)
+        draw = lambda rng: rng.sample(names, 4)  # noqa: E731
+    elif model_sources:
+        samples = model_samples(profile, every, cache_dir)
+        draw = lambda rng: pool_sources(profile, rng)  # noqa: E731
+    else:
+        samples = None
+        draw = lambda rng: rng.sample(list(SOURCE_POLICIES), 4)  # noqa: E731
     out = {}
-    for split, _, _ in splits:
-        rng = random.Random(f"pref/{split}/{seed}")
-        out[split] = Dataset.from_list(_pairs(prompts[split], rng, samples))
+    tag = "" if on_policy is None else f"/on-policy/{on_policy}"
+    for split in ("train", "validation"):
+        rng = random.Random(f"pref/{split}/{profile.world_seed}{tag}")
+        out[split] = Dataset.from_list(_pairs(prompts[split], rng, draw, samples))
     return DatasetDict(out)
-
-
 
 
 def test_prompts(profile: Profile) -> list[TaskPrompt]:
     """The held-out evaluation prompts (``profile.n_test_prompts`` of the ``test`` split)."""
-    return writers.test_prompts(profile.n_test_prompts)
+    return writers.test_prompts(profile.n_test_prompts, profile.world_seed)

@@ -8,12 +8,12 @@ the pretrained base) the first time and reading it from the cache afterwards::
     tokenizer  (family)                       tok-<family>-<key>/
     pretrain   (family, size)  <- tokenizer   <family>-<size>-pretrain-<key>/
     sft        (family, size)  <- pretrain    <family>-<size>-sft-<key>/
-    peer       (family, size)  <- pretrain    <family>-<size>-peer-<key>/
+    sibling-k  (family, size)  <- pretrain    <family>-<size>-sibling-k-<key>/
 
-``peer`` is a second SFT of the same base with another seed (the same recipe): a
-sibling of the student, like the many fine-tunes of one base model in
-UltraFeedback's pool. It is a source of preference candidates
-(:data:`dpolib.world.pairs.MODEL_SOURCES`), never a student or a reference.
+``sibling-k`` (k < ``profile.n_siblings``) is another SFT of the same base on other
+demonstrations with another seed (the same recipe): a sibling of the student, like the
+many fine-tunes of one base model in UltraFeedback's pool. Siblings are most of World 4's
+candidate pool (:func:`dpolib.world.pairs.model_sources`), never a student or a reference.
 
 Each key hashes exactly the config the stage depends on (the profile's world
 fields it reads, the family spec, the size, :data:`CODE_VERSION`), so changing
@@ -64,9 +64,9 @@ __all__ = [
 ]
 
 #: Bump when anything here or in task/families/data changes what a stage produces.
-CODE_VERSION = "world-3"
+CODE_VERSION = "world-4"
 SIZES = ("small", "large")
-STAGES = ("pretrain", "sft", "peer")
+STAGES = ("pretrain", "sft", "sibling-<k>")
 
 _TOKENIZER_FIELDS = ("n_pretrain_docs", "bpe_vocab_size", "world_seed")
 _PRETRAIN_FIELDS = _TOKENIZER_FIELDS + ("pretrain_steps", "seq_len", "pretrain_batch_size", "pretrain_lr")
@@ -101,15 +101,24 @@ def stage_key(family: str, size: str | None, stage: str, profile: Profile) -> st
     fields = {f: getattr(profile, f) for f in _TOKENIZER_FIELDS}
     if stage == "tokenizer":
         return _sha(CODE_VERSION, "tokenizer", spec, fields)
-    if stage not in STAGES:
-        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
+    _check_stage(stage, profile)
     fields = {f: getattr(profile, f) for f in _PRETRAIN_FIELDS}
     parts = [CODE_VERSION, "pretrain", spec, fields, size, _size(profile, size)]
     if stage == "sft":
         parts += ["sft", {f: getattr(profile, f) for f in _SFT_FIELDS}]
-    elif stage == "peer":
-        parts += ["sft", {f: getattr(profile, f) for f in _SFT_FIELDS}, "peer"]
+    elif stage != "pretrain":  # a sibling
+        parts += ["sft", {f: getattr(profile, f) for f in _SFT_FIELDS}, stage]
     return _sha(*parts)
+
+
+def sibling_stages(profile: Profile) -> tuple[str, ...]:
+    """The sibling stages of a profile: ``("sibling-0", ..., "sibling-<n_siblings - 1>")``."""
+    return tuple(f"sibling-{k}" for k in range(profile.n_siblings))
+
+
+def _check_stage(stage: str, profile: Profile) -> None:
+    if stage not in ("pretrain", "sft") + sibling_stages(profile):
+        raise ValueError(f"stage must be 'pretrain', 'sft' or one of {sibling_stages(profile)}, got {stage!r}")
 
 
 def _root(cache_dir) -> Path:
@@ -166,8 +175,8 @@ def sft_examples(family: str, profile: Profile, stage: str = "sft") -> list[tupl
     Prompts of the ``sft`` split, uniform over kinds; responses from the family's
     ``sft_mix`` (mostly chatty, i.e. correct but opening with a stock phrase, then
     careful, and some verbose, sloppy, lazy or over-long writers): imperfect, as real
-    SFT data, so that preference learning has something to improve. ``stage="peer"`` draws another sample of the same kind of
-    data (other prompts of the split, other writer draws).
+    SFT data, so that preference learning has something to improve. A sibling stage (``"sibling-k"``) draws
+    another sample of the same kind of data (other prompts of the split, other writer draws).
     """
     spec = _spec(family)
     seed = profile.world_seed if stage == "sft" else f"{profile.world_seed}/{stage}"
@@ -292,7 +301,7 @@ def model_dir(family: str, size: str, stage: str, profile: Profile, cache_dir=No
     Args:
         family: ``"char"`` or ``"bpe"`` (``dpolib.world.families.FAMILIES``).
         size: ``"small"`` (the student) or ``"large"`` (the stronger reference).
-        stage: ``"pretrain"``, ``"sft"`` or ``"peer"`` (a second SFT of the same base, another seed).
+        stage: ``"pretrain"``, ``"sft"`` or ``"sibling-k"`` (another SFT of the same base, other data and seed).
         profile: the scale profile (its world fields set corpus size, steps, widths).
         cache_dir: cache root (default ``paths.world_cache()``).
     """
@@ -334,7 +343,8 @@ def model_dir(family: str, size: str, stage: str, profile: Profile, cache_dir=No
 
         return _atomic_build(target, build)
 
-    if stage in ("sft", "peer"):
+    _check_stage(stage, profile)
+    if stage != "pretrain":
         base = model_dir(family, size, "pretrain", profile, cache_dir)
 
         def build(tmp: Path):
@@ -365,8 +375,6 @@ def model_dir(family: str, size: str, stage: str, profile: Profile, cache_dir=No
             })  # fmt: skip
 
         return _atomic_build(target, build)
-
-    raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,7 +417,7 @@ def sft_quality_report(profile: Profile, n_prompts: int = 100, cache_dir=None, s
 
     from .task import FILLERS
 
-    prompts = test_prompts(profile.n_test_prompts)[:n_prompts]
+    prompts = test_prompts(profile.n_test_prompts, profile.world_seed)[:n_prompts]
     report = {}
     for family in FAMILIES:
         for size in SIZES:

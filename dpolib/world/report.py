@@ -17,12 +17,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .. import paths
-from .pairs import ANNOTATOR_NOISE, LENGTH_BIAS, LENGTH_SCALE, MODEL_SOURCES, SAMPLING, build_preference_data
+from .pairs import (
+    ANNOTATOR_NOISE, LARGE_SHARE, LENGTH_BIAS, LENGTH_SCALE, SAMPLING, SIBLING_SLOTS, build_preference_data, model_sources,
+    source_kind,
+)  # fmt: skip
 from .profiles import Profile
 from .task import FILLERS, repetition_rate
 from .writers import SOURCE_POLICIES
 
-__all__ = ["data_report", "compatibility_report", "world_design", "write_world_report"]
+__all__ = ["data_report", "pool_report", "compatibility_report", "world_design", "write_world_report",
+           "record_stage_seconds"]
 
 
 def _content(x) -> str:
@@ -132,12 +136,12 @@ def compatibility_report(profile: Profile, cache_dir=None, split: str = "validat
     return out
 
 
-def world_design() -> dict:
+def world_design(profile: Profile) -> dict:
     """What defines this world's design, so that a report says which world it describes.
 
     The code version of the trained stages, the gold scorer's filler penalty, the detail
-    sentences, the writers and model sources of the candidate pool, and each family's
-    SFT and pretraining mixes.
+    sentences, the writers and model sources of the candidate pool and how a prompt's 4
+    candidates are drawn, and each family's SFT and pretraining mixes.
     """
     from . import pretrain, task
     from .families import FAMILIES
@@ -148,11 +152,59 @@ def world_design() -> dict:
         "max_filler_penalty_count": task.MAX_FILLER_PENALTY_COUNT,
         "details": list(task.DETAILS),
         "writers": list(SOURCE_POLICIES),
-        "model_sources": {k: list(v) for k, v in MODEL_SOURCES.items()},
+        "model_sources": {k: list(v) for k, v in model_sources(profile).items()},
+        "pool": {"sibling_slots": SIBLING_SLOTS, "large_share_of_other_slot": LARGE_SHARE, "candidates": 4},
         "sampling": dict(SAMPLING),
         "sft_mix": {name: dict(spec.sft_mix) for name, spec in FAMILIES.items()},
         "pretrain_mix": {name: dict(spec.pretrain_mix) for name, spec in FAMILIES.items()},
     }
+
+
+def pool_report(profile: Profile, dataset, cache_dir=None) -> dict:
+    """The candidate pool's composition and its distance from each student, on a preference split.
+
+    Composition: the share of chosen and of rejected answers by source kind (sibling, large
+    model, writer). Distance: each SFT student's mean log-prob per response token of the
+    chosen and of the rejected answers (its own tokenizer and template), overall and by the
+    chosen answer's source kind; the closer to the student's own samples, the nearer the pool.
+    """
+    import numpy as np
+
+    from ..references import ModelReference
+    from . import pretrain
+    from .families import FAMILIES
+
+    kinds = {side: [source_kind(s) for s in dataset[f"source_{side}"]] for side in ("chosen", "rejected")}
+    out: dict = {"composition": {side: {k: ks.count(k) / len(ks) for k in sorted(set(ks))}
+                                 for side, ks in kinds.items()}, "distance": {}}
+    prompts = list(dataset["prompt"])
+    for family in FAMILIES:
+        ref = ModelReference.from_pretrained(pretrain.model_dir(family, "small", "sft", profile, cache_dir),
+                                             progress=False)
+        per_side = {}
+        for side in ("chosen", "rejected"):
+            scored = ref.score(prompts, list(dataset[side]), per_token=True)
+            per_side[side] = np.array([float(seq) / max(1, len(tok)) for seq, tok in
+                                       zip(scored.sequence_logps, scored.token_logps)])
+        by_kind = {k: {side: float(per_side[side][[c == k for c in kinds["chosen"]]].mean())
+                       for side in per_side} for k in sorted(set(kinds["chosen"]))}
+        out["distance"][family] = {"logp_per_token_chosen": float(per_side["chosen"].mean()),
+                                   "logp_per_token_rejected": float(per_side["rejected"].mean()),
+                                   "by_chosen_source_kind": by_kind}
+    return out
+
+
+def record_stage_seconds(profile_name: str, stage: str, seconds: float, path=None) -> None:
+    """Add one stage's wall time (a grid, a world build) to the report's ``reproduction_seconds``."""
+    from ..provenance import atomic_write_json, read_json
+
+    path = Path(path) if path else paths.world_report_path(profile_name)
+    if not path.exists():
+        return
+    report = read_json(path)
+    report.setdefault("reproduction_seconds", {})[stage] = float(seconds)
+    report["reproduction_seconds_total"] = sum(report["reproduction_seconds"].values())
+    atomic_write_json(path, report)
 
 
 def write_world_report(profile: Profile, path=None, cache_dir=None, n_eval: int = 100) -> dict:
@@ -161,7 +213,9 @@ def write_world_report(profile: Profile, path=None, cache_dir=None, n_eval: int 
     Times every stage (a stage already cached reports the time it took when it was
     built, from its ``world.json``), measures the mean gold of the 4 SFT models'
     greedy outputs on ``n_eval`` test prompts, and the preference data's length
-    statistics and annotator agreement. Writes ``results/lab/world_report_<name>.json``.
+    statistics and annotator agreement; for every world seed of the profile, its stage times,
+    the pool's composition and distance (:func:`pool_report`). Writes
+    ``results/lab/world_report_<name>.json``.
     """
     import torch
     from transformers import AutoTokenizer
@@ -170,24 +224,42 @@ def write_world_report(profile: Profile, path=None, cache_dir=None, n_eval: int 
 
     from . import pretrain
 
-    stages: dict = {}
+    from .pairs import test_prompts
+
     t_all = time.time()
-    for family in ("char", "bpe"):
-        for size in ("small", "large"):
-            for stage in ("pretrain", "sft", "peer") if size == "small" else ("pretrain", "sft"):
-                t0 = time.time()
-                d = pretrain.model_dir(family, size, stage, profile, cache_dir=cache_dir)
-                meta = json.loads((d / "world.json").read_text())
-                stages[f"{family}/{size}/{stage}"] = {
-                    "train_seconds": meta.get("train_seconds"),
-                    "call_seconds": time.time() - t0,
-                    "final_loss": meta.get("final_loss"),
-                    "n_params": meta.get("n_params"),
-                    "dir": d.name,
-                }
-    t0 = time.time()
-    ds = build_preference_data(profile, cache_dir=cache_dir)
-    data_seconds = time.time() - t0
+    worlds: dict = {}
+    for seed in profile.seeds:
+        p = profile.for_world(seed)
+        stages: dict = {}
+        for family in ("char", "bpe"):
+            for size in ("small", "large"):
+                for stage in ("pretrain", "sft") + (pretrain.sibling_stages(p) if size == "small" else ()):
+                    t0 = time.time()
+                    d = pretrain.model_dir(family, size, stage, p, cache_dir=cache_dir)
+                    meta = json.loads((d / "world.json").read_text())
+                    stages[f"{family}/{size}/{stage}"] = {
+                        "train_seconds": meta.get("train_seconds"),
+                        "call_seconds": time.time() - t0,
+                        "final_loss": meta.get("final_loss"),
+                        "n_params": meta.get("n_params"),
+                        "dir": d.name,
+                    }
+        t0 = time.time()
+        ds = build_preference_data(p, cache_dir=cache_dir)
+        data_seconds = time.time() - t0
+        worlds[str(seed)] = {
+            "stage_seconds": stages,
+            "world_train_seconds_total": sum(s["train_seconds"] or 0.0 for s in stages.values()),
+            "data_seconds": data_seconds,
+            "pool": pool_report(p, ds["validation"], cache_dir),
+            "n_test_prompts_distinct": len({q.text for q in test_prompts(p)}),
+        }
+        if seed == profile.seeds[0]:
+            first_ds = ds
+    profile = profile.for_world(profile.seeds[0])
+    ds = first_ds
+    stages = worlds[str(profile.world_seed)]["stage_seconds"]
+    data_seconds = worlds[str(profile.world_seed)]["data_seconds"]
     toks = {
         f: AutoTokenizer.from_pretrained(pretrain.model_dir(f, "small", "sft", profile, cache_dir=cache_dir))
         for f in ("char", "bpe")
@@ -208,9 +280,14 @@ def write_world_report(profile: Profile, path=None, cache_dir=None, n_eval: int 
         "preference_data": data_report(ds, toks),
         "compatibility": compat,
         "annotator": {"length_bias": LENGTH_BIAS, "length_scale_chars": LENGTH_SCALE, "noise_sd": ANNOTATOR_NOISE},
-        "design": world_design(),
+        "design": world_design(profile),
+        "worlds": worlds,
     }
     path = Path(path) if path else paths.world_report_path(profile.name)
     path.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(path.read_text()) if path.exists() else {}
+    if previous.get("git_commit") == report["git_commit"] and "reproduction_seconds" in previous:
+        report["reproduction_seconds"] = previous["reproduction_seconds"]  # the same code's earlier stage times
+        report["reproduction_seconds_total"] = previous.get("reproduction_seconds_total")
     path.write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
     return report

@@ -126,9 +126,9 @@ SOURCE_POLICIES: dict[str, Callable[..., str]] = {
 
 
 
-def test_prompts(n_test_prompts: int) -> list[TaskPrompt]:
-    """The held-out evaluation prompts (the first ``n_test_prompts`` of the ``test`` split)."""
-    return sample_prompts(n_test_prompts, "test", seed=0)
+def test_prompts(n_test_prompts: int, world_seed: int = 0) -> list[TaskPrompt]:
+    """The held-out evaluation prompts of world ``world_seed`` (``n_test_prompts`` of the ``test`` split)."""
+    return sample_prompts(n_test_prompts, "test", seed=world_seed)
 
 
 def baseline_responses(prompts: list[TaskPrompt]) -> list[str]:
