@@ -43,6 +43,7 @@ __all__ = [
     "git_commit",
     "library_versions",
     "device_name",
+    "cpu_model",
     "provenance",
     "stable_hash",
     "write_json",
@@ -97,10 +98,29 @@ def device_name() -> str:
     return f"cpu: {platform.processor() or platform.machine()} x{os.cpu_count()} (torch threads {torch.get_num_threads()})"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``'s "model name"; the platform's processor string elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def provenance(**extra: Any) -> dict:
-    """The provenance block: commit, versions, device, host, UTC time, plus ``extra`` (e.g. wall times)."""
+    """The provenance block: commit (and whether the tree was dirty), versions, device, CPU model and threads,
+    host, UTC time, plus ``extra`` (e.g. wall times)."""
+    import torch
+
+    commit = git_commit()
     return {
-        "git_commit": git_commit(),
+        "git_commit": commit,
+        "git_dirty": commit.endswith("+dirty"),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
         "versions": library_versions(),
         "device": device_name(),
         "platform": platform.platform(),

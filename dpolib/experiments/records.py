@@ -167,16 +167,16 @@ class Record:
 CURVE_KEYS = ("step", "epoch", "learning_rate", "grad_norm", "loss", "logps/chosen", "logps/rejected",
               "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 #: At most this many curve rows are kept per record (records stay small; the chapters read trends, not steps).
-MAX_CURVE_ROWS = 75
+MAX_CURVE_ROWS = 50
 
 
 def compact_curves(curves, max_rows: int = MAX_CURVE_ROWS) -> list[dict]:
     """A run's per-step log rows averaged over consecutive windows into at most ``max_rows`` rows.
 
     Each kept row is the mean of its window's rows over :data:`CURVE_KEYS` (``step`` is the
-    window's last step), rounded to 6 significant digits; a log of ``max_rows`` rows or fewer is
+    window's last step), rounded to 5 significant digits; a log of ``max_rows`` rows or fewer is
     only filtered and rounded. Window means keep every step's information in the averages
-    (a late-training mean accuracy is the same), at a 5th of the size for a 375-step run.
+    (a late-training mean accuracy is the same), at an 8th of the size for a 375-step run.
     """
     rows = [{k: float(r[k]) for k in CURVE_KEYS if k in r and r[k] is not None} for r in curves]
     if not rows:
@@ -186,7 +186,7 @@ def compact_curves(curves, max_rows: int = MAX_CURVE_ROWS) -> list[dict]:
     for i in range(0, len(rows), size):
         window = rows[i : i + size]
         keys = [k for k in CURVE_KEYS if all(k in r for r in window)]
-        row = {k: float(f"{sum(r[k] for r in window) / len(window):.6g}") for k in keys}
+        row = {k: float(f"{sum(r[k] for r in window) / len(window):.5g}") for k in keys}
         if "step" in row:
             row["step"] = int(window[-1]["step"])
         out.append(row)

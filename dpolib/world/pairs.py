@@ -210,9 +210,16 @@ def _pairs(prompts: list[TaskPrompt], rng: random.Random, draw_sources, samples:
     for p in prompts:
         sources = draw_sources(rng)
         responses = generate_responses(p, sources, rng, samples=samples)
+        # an empty sample (the model ended its turn at once) is no response: it leaves the candidates, and a
+        # writer steps in while fewer than two remain (a pair needs two answers)
+        kept = [(s, r) for s, r in zip(sources, responses) if r.strip()]
+        while len(kept) < 2:
+            writer = rng.choice([w for w in SOURCE_POLICIES if w not in {s for s, _ in kept}])
+            kept.append((writer, generate_responses(p, [writer], rng)[0]))
+        sources, responses = [s for s, _ in kept], [r for _, r in kept]
         grades = annotate(p, responses, rng)
-        best = max(range(4), key=lambda i: grades[i])
-        other = rng.choice([i for i in range(4) if i != best])
+        best = max(range(len(responses)), key=lambda i: grades[i])
+        other = rng.choice([i for i in range(len(responses)) if i != best])
         rows.append(
             {
                 "prompt": p.messages(),
@@ -246,8 +253,8 @@ def build_preference_data(profile: Profile, cache_dir=None, model_sources: bool 
     ``prompt_text``, ``gold_chosen``, ``gold_rejected``, ``source_chosen``,
     ``source_rejected``, ``annotator_chosen``, ``annotator_rejected``.
 
-    Binarisation as in the paper: chosen = best by the annotator among 4 responses from 4
-    distinct sources (:func:`pool_sources`: 3 siblings and a large model or a writer; with
+    Binarisation as in the paper: chosen = best by the annotator among the (up to) 4 responses of 4
+    distinct sources (an empty model sample is dropped from the candidates) (:func:`pool_sources`: 3 siblings and a large model or a writer; with
     ``model_sources=False``, 4 of the 8 writers; with ``on_policy=<student>``, 4 samples of
     that student: the diagnostic control); rejected = uniformly random among the other 3.
     Model sources are trained and sampled on first use and cached under ``cache_dir``.

@@ -10,6 +10,7 @@ compatibility check, and the world's design. The controlled-world chapter reads 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import time
@@ -220,7 +221,7 @@ def write_world_report(profile: Profile, path=None, cache_dir=None, n_eval: int 
     import torch
     from transformers import AutoTokenizer
 
-    from ..provenance import git_commit, library_versions
+    from ..provenance import cpu_model, git_commit, library_versions
 
     from . import pretrain
 
@@ -271,7 +272,8 @@ def write_world_report(profile: Profile, path=None, cache_dir=None, n_eval: int 
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
         "versions": library_versions(),
-        "machine": {"cpu_threads": torch.get_num_threads(), "platform": platform.platform()},
+        "machine": {"cpu_threads": torch.get_num_threads(), "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+                    "platform": platform.platform()},
         "stage_seconds": stages,
         "world_train_seconds_total": sum(s["train_seconds"] or 0.0 for s in stages.values()),
         "data_seconds": data_seconds,
