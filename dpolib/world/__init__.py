@@ -7,7 +7,8 @@ Modules::
     families   two model families (tokenizer, chat template, architecture)
     writers    eight programmatic writers of varied quality, and the judge's baseline writer
     pretrain   pretraining and SFT from scratch, cached on disk by config
-    pairs      the candidate pool, the GPT-4-like annotator, binarised preference data, test prompts
+    pairs      the candidate pool (siblings first), the GPT-4-like annotator, binarised preference data, test prompts
+    judge      the world's judge: gold, win rate, the calibrated length-controlled win rate, the degenerate check
     report     the world report: stage times, SFT quality, data statistics, design
     compatibility  measured compatibility between each student and each candidate reference
 
