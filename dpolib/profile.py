@@ -16,21 +16,48 @@ Every executable chapter starts with the same set-up cell (written by
 ``DPOLIB_PROFILE`` (``smoke``, ``cpu`` or ``gpu``) overrides the detection.
 What each profile means for an experiment (steps, model size, sweep grid) is
 decided by the experiment code, not here.
+
+Inside the book build (``tools/book.sh`` sets ``DPOLIB_BOOK_BUILD=1`` and ``TQDM_DISABLE=1``
+for the chapters it executes), importing this module installs :func:`quiet_book_build`'s
+warning filters, so that the rendered pages show no warning that a third-party import raises
+(``tools/check_html.py`` fails the build on one). Progress bars are for long work at a
+terminal; :func:`progress_enabled` says whether to draw one.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
+import warnings
 from pathlib import Path
 
-__all__ = ["PROFILES", "ENV_VAR", "detect", "describe", "environment", "output_dir"]
+__all__ = ["PROFILES", "ENV_VAR", "BOOK_BUILD_VAR", "BOOK_WARNING_FILTERS", "detect", "describe", "environment",
+           "output_dir", "progress_enabled", "quiet_book_build"]
 
 #: The scale profiles, smallest first.
 PROFILES = ("smoke", "cpu", "gpu")
 
 #: Environment variable that overrides the detected profile.
 ENV_VAR = "DPOLIB_PROFILE"
+
+#: Environment variable that ``tools/book.sh`` sets (to ``1``) for the chapters the book build executes.
+BOOK_BUILD_VAR = "DPOLIB_BOOK_BUILD"
+
+#: The warnings that :func:`quiet_book_build` ignores, each as (category, message regex, module regex, why).
+#: Each is raised inside a third-party package and says nothing about a chapter's results; everything else
+#: still shows (and fails the build's HTML check).
+BOOK_WARNING_FILTERS = (
+    ("tqdm.std.TqdmWarning", r"IProgress not found", r"tqdm\.",
+     "tqdm.auto, imported by transformers and datasets, asks for ipywidgets in a notebook kernel; "
+     "the build draws no progress bars (TQDM_DISABLE=1), so none is needed"),
+    ("tqdm.std.TqdmExperimentalWarning", r"Using `tqdm\.autonotebook\.tqdm` in notebook mode", "",
+     "tqdm.autonotebook, imported directly by a library where ipywidgets is installed, announces its notebook "
+     "mode; the module raising it is the importing library's, so it is matched by its category and message"),
+    ("FutureWarning", r"`gradient_checkpointing(_kwargs)?` is deprecated", r"transformers\.training_args\Z",
+     "transformers 5 renamed TrainingArguments.gradient_checkpointing, which dpolib.trl_bridge still passes; "
+     "the old name still works (drop this filter once trl_bridge uses activation_checkpointing)"),
+)
 
 _MEANING = {
     "smoke": "smoke scale, seconds per chapter (only checks that it runs)",
@@ -140,6 +167,43 @@ def output_dir(*parts: str) -> Path:
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def progress_enabled(requested: bool = True) -> bool:
+    """Whether to draw a progress bar: ``requested``, unless ``TQDM_DISABLE`` is set (to anything but ``0``/``false``).
+
+    tqdm reads ``TQDM_DISABLE`` only when its caller passes no ``disable=``; a caller that passes
+    ``disable=not progress_enabled(progress)`` keeps bars off in the book build and the tests, which set it.
+    """
+    flag = os.environ.get("TQDM_DISABLE", "").strip().lower()
+    return requested and flag in ("", "0", "false", "no")
+
+
+def quiet_book_build() -> None:
+    """Ignore the third-party warnings of :data:`BOOK_WARNING_FILTERS` in this process.
+
+    Called on import of this module when ``DPOLIB_BOOK_BUILD=1`` (every chapter's set-up cell imports
+    it before anything else), and only then: a reader's own run shows every warning. Each filter is
+    narrow (one category, one message, one raising module where that is fixed), never a blanket ignore.
+    """
+    for category_name, message, module, _why in BOOK_WARNING_FILTERS:
+        category = _warning_class(category_name)
+        if category is not None:
+            warnings.filterwarnings("ignore", message=message, category=category, module=module)
+
+
+def _warning_class(name: str) -> type[Warning] | None:
+    """The warning class ``name`` (a builtin, or ``package.module.Class``), or ``None`` if its package is absent."""
+    module_name, _, class_name = name.rpartition(".")
+    try:
+        module = importlib.import_module(module_name or "builtins")
+    except ImportError:
+        return None
+    return getattr(module, class_name)
+
+
+if os.environ.get(BOOK_BUILD_VAR) == "1":
+    quiet_book_build()
 
 
 if __name__ == "__main__":  # python -m dpolib.profile

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the book from a fresh clone: create/refresh the environment (tools/setup.sh), execute every chapter at
 # the default scale profile (CPU toy scale without a GPU), build strictly (-W -n --keep-going: warnings and broken
-# references are errors) and print where the result is.
+# references are errors), check the pages (tools/check_html.py: no stderr, warnings, progress bars, machine paths
+# or empty output boxes; HTML builds only) and print where the result is.
 #
 #   tools/book.sh            reader / instructor build (solutions collapsed)  -> _build/html/index.html
 #   tools/book.sh --student  student build, solutions stripped (hide_solutions) -> _build/student/_build/html/index.html
@@ -49,7 +50,9 @@ fi
 
 tools/setup.sh
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-export TQDM_DISABLE=${TQDM_DISABLE:-1} PYDEVD_DISABLE_FILE_VALIDATION=1
+# The rendered chapters show no progress bars and no third-party import warnings: DPOLIB_BOOK_BUILD=1 makes
+# dpolib.profile (imported by every set-up cell) ignore those few warnings (profile.BOOK_WARNING_FILTERS).
+export TQDM_DISABLE=${TQDM_DISABLE:-1} DPOLIB_BOOK_BUILD=1 PYDEVD_DISABLE_FILE_VALIDATION=1
 unset MPLBACKEND  # chapters embed their figures through the notebook's inline backend
 if [ -n "${DPOLIB_PROFILE:-}" ]; then
   echo "[book] ignoring DPOLIB_PROFILE=$DPOLIB_PROFILE: the book is built at the detected profile (cached outputs must match it)"
@@ -65,9 +68,10 @@ db=_build/.jupyter_cache/global.db
 if [ ! -f "$db" ] || [ -n "$(find notebooks -name '*.md' -newer "$db" -print -quit)" ]; then
   .venv/bin/python tools/execute_chapters.py
 fi
+build_rc=0  # a strict-build failure is reported after the page check below, so that one run shows both
 case "$mode" in
   html)
-    "${JB[@]}" "$@"
+    "${JB[@]}" "$@" || build_rc=$?
     out="$PWD/_build/html/index.html"
     ;;
   student)
@@ -84,7 +88,7 @@ config["title"] += " (student edition)"
 config["html"]["extra_footer"] = "Student edition: exercises without solutions."
 (root / "_build" / "student_config.yml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
 PY
-    "${JB[@]}" --config _build/student_config.yml --path-output _build/student "$@"
+    "${JB[@]}" --config _build/student_config.yml --path-output _build/student "$@" || build_rc=$?
     out="$PWD/_build/student/_build/html/index.html"
     ;;
   pdf)
@@ -92,4 +96,17 @@ PY
     out=$(ls "$PWD"/_build/latex/*.pdf | head -n 1)
     ;;
 esac
+check_rc=0  # the pages a reader sees: no stderr, warnings, progress bars, machine paths or empty output boxes
+if [ "$mode" != pdf ] && [ -f "$out" ]; then
+  .venv/bin/python tools/check_html.py "$(dirname "$out")" || check_rc=$?
+fi
+if [ "$build_rc" != 0 ]; then
+  echo "[book] the strict build failed (exit $build_rc; its warnings are above): file://$out" >&2
+  exit "$build_rc"
+fi
+if [ "$check_rc" != 0 ]; then
+  echo "[book] built in $((SECONDS - start)) s, but the pages listed above show what a reader should not see" \
+       "(fix it where the output is made): file://$out" >&2
+  exit "$check_rc"
+fi
 echo "[book] built in $((SECONDS - start)) s: file://$out"

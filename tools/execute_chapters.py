@@ -7,6 +7,9 @@ machine then waits. This script fills the same cache (``_build/.jupyter_cache``,
 each chapter runs in ``notebooks/`` with the build's own kernel, exactly as the build would run
 it, and the build then finds every chapter cached. Chapters already cached are skipped, and a
 chapter that fails is reported here and executed again by the build, whose error fails it.
+As in ``tools/book.sh``, the chapters run with ``TQDM_DISABLE=1`` and ``DPOLIB_BOOK_BUILD=1``
+(no progress bars, and :func:`dpolib.profile.quiet_book_build` ignores the third-party import
+warnings a rendered page should not show) unless the caller set them.
 
 Usage::
 
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=600, help="seconds per cell")
     args = parser.parse_args(argv)
 
+    for name in ("TQDM_DISABLE", "DPOLIB_BOOK_BUILD"):  # the kernels inherit this environment
+        os.environ.setdefault(name, "1")
     from jupyter_cache import get_cache
     from jupyter_cache.executors import load_executor
 
