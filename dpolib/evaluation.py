@@ -37,6 +37,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .profile import progress_enabled
+
 __all__ = [
     "Generation",
     "GenerationSettings",
@@ -118,7 +120,7 @@ def generate(
     out: list[Generation | None] = [None] * len(encoded)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(settings.seed)
-    for start in tqdm(range(0, len(order), settings.batch_size), desc="generating", disable=not progress):
+    for start in tqdm(range(0, len(order), settings.batch_size), desc="generating", disable=not progress_enabled(progress)):
         idx = order[start : start + settings.batch_size]
         width = max(len(encoded[i]) for i in idx)
         input_ids = torch.full((len(idx), width), pad, dtype=torch.long)

@@ -27,6 +27,7 @@ from typing import Sequence
 import torch
 
 from .encoding import EncodedResponse
+from .profile import progress_enabled
 
 __all__ = [
     "collate_left",
@@ -235,7 +236,7 @@ def score_encoded(
         total=n,
         desc=progress if isinstance(progress, str) else "scoring responses",
         unit="resp",
-        disable=not progress,
+        disable=not progress_enabled(bool(progress)),
     )
     for idx in batches:
         batch = collate_left([encoded[i] for i in idx], pad_token_id)

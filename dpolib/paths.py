@@ -33,6 +33,8 @@ __all__ = [
 ]
 
 #: The checkout this package was imported from (meaningful only for an editable install or a clone).
+#:
+#: :meta hide-value:
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -28,7 +28,7 @@ from ..stats import Interval, paired_bootstrap, pooled_paired_bootstrap
 __all__ = ["METRICS", "prompt_values", "ArmComparison", "compare_arms", "versus_sft", "Gate", "validity_gate",
            "half_width_summary"]
 
-#: The per-prompt metrics a comparison can read: name -> (record field, scale, display name).
+#: The per-prompt metrics a comparison can read, name -> (record field, scale, display name).
 METRICS = {"gold": ("prompt_scores", 1.0, "gold"), "lc": ("prompt_lc", 100.0, "LC (points)")}
 
 

@@ -64,7 +64,7 @@ BETAS: dict[str, tuple[float, ...]] = {
     "appendix-e": (10.0, 1.0, 0.1, 0.01, 0.005),
 }
 
-#: How a run's preference pairs were made: World 4's off-policy candidate pool, or the student's own samples (the
+#: How a run's preference pairs were made, World 4's off-policy candidate pool or the student's own samples (the
 #: on-policy diagnostic control; cpu world only).
 PAIRS = ("pool", "on-policy")
 

@@ -25,6 +25,7 @@ import torch
 
 from .. import evaluation as E
 from ..provenance import provenance
+from ..profile import progress_enabled
 from ..references import precompute
 from .backend import Backend
 from .config import BETAS, PROFILES, RunConfig
@@ -305,7 +306,7 @@ def run_grid(name: str, profile: str, *, seeds: Iterable[int] = (0,), root: Path
     # units of work: one run each, or one sweep per student (the SFT rows are never trained: one run each)
     units = ([[c] for c in todo] if engine == "trl"
              else [[c] for c in todo if c.objective == "sft"] + sweep_groups(todo))
-    bar = tqdm(total=len(todo), desc=f"grid {name} ({profile}, {engine})", disable=not progress or not todo)
+    bar = tqdm(total=len(todo), desc=f"grid {name} ({profile}, {engine})", disable=not progress_enabled(progress) or not todo)
     kw = dict(engine=engine, root=root, force=force, keep_policy=keep)
     if workers > 1 and len(units) > 1 and profile != "gpu":
         import multiprocessing as mp

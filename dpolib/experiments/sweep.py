@@ -49,6 +49,7 @@ import torch
 
 from ..encoding import encode
 from ..losses import dpo_loss
+from ..profile import progress_enabled
 from ..references import REF_COLUMNS, REF_SCORING_COLUMN, validate_preference_dataset
 from .ensemble import Group, StackedLM
 
@@ -405,7 +406,7 @@ def train_sweep(student, tokenizer, train_datasets, betas: Sequence[float], dpo_
     curves: list[list[dict]] = [[] for _ in range(k)]
     counts = {"real": 0, "padded": 0, "trl_padded": 0}
     t0 = time.perf_counter()
-    for step, (batch, epoch) in enumerate(tqdm(order, desc=f"sweep K={k}", disable=not progress), start=1):
+    for step, (batch, epoch) in enumerate(tqdm(order, desc=f"sweep K={k}", disable=not progress_enabled(progress)), start=1):
         groups, c = make_groups([pairs[i] for i in batch], recipe, group_cost)
         for key in counts:
             counts[key] += c[key]

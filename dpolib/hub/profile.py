@@ -22,7 +22,7 @@ The design mirrors the paper's (digest §2.2, §8):
   tokenizer and chat template by :class:`dpolib.references.ModelReference`.
 * **data**: UltraFeedback binarized (the paper's), a documented subset; evaluation on the
   AlpacaEval prompt set against the fixed GPT-4-1106-preview baseline outputs that
-  AlpacaEval 2 uses, judged by a small local reward model (see :mod:`.judge` for its limits).
+  AlpacaEval 2 uses, judged by a small local reward model (see :mod:`dpolib.hub.judge` for its limits).
 """
 
 from __future__ import annotations

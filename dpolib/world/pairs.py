@@ -62,7 +62,7 @@ __all__ = [
 #: How the model sources are sampled (ancestral sampling, as UltraFeedback's models were); the seed is offset by
 #: the world seed.
 SAMPLING = {"temperature": 1.0, "top_p": 1.0, "seed": 1234, "batch_size": 64}
-#: Candidates per prompt that are distinct siblings (the rest: a large model or a writer, :func:`pool_sources`).
+#: Candidates per prompt that are distinct siblings; the rest is a large model or a writer (:func:`pool_sources`).
 SIBLING_SLOTS = 3
 #: The chance that a prompt's other candidate is a large model's sample rather than a writer's answer.
 LARGE_SHARE = 0.5

@@ -41,7 +41,7 @@ class Profile:
     n_pref_train: int = 2000
     n_pref_val: int = 1000
     n_test_prompts: int = 2000
-    #: Sibling SFT models per family (same small base, other demonstrations and seeds): the candidate pool's core.
+    #: Sibling SFT models per family (same small base, other demonstrations and seeds), the candidate pool's core.
     n_siblings: int = 3
     # --- DPO training ---
     # The paper's recipe (§3, Zephyr's): 3 epochs, batch 32, linear decay after 10% warm-up, and a DPO
