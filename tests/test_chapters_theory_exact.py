@@ -85,14 +85,18 @@ def _world(seed, **refs):
 def test_the_robustness_rules_on_worlds_with_known_answers():
     holds = _world(0, sft=(1.0, 0.1, 0.9, 0.9), uniform=(0.5, 0.1, 0, 0), prior=(0.6, 0.1, 0, 0),
                    compatible=(1.2, 1.0, 0, 0), incompatible=(1.1, 1.0, 0, 0))
-    fails = _world(1, sft=(1.0, 0.1, 0.96, 0.5), uniform=(1.5, 0.1, 0, 0), prior=(1.0, 0.1, 0, 0),
-                   compatible=(0.9, 0.01, 0, 0), incompatible=(0.9, 1.0, 0, 0))
-    robust = exact.robustness_table({"robustness": {"worlds": [holds, fails]}})
+    fails = _world(1, sft=(1.0, 0.1, 0.99, 0.5), uniform=(1.5, 0.1, 0, 0), prior=(1.1, 0.1, 0, 0),
+                   compatible=(0.9, 0.01, 0, 0), incompatible=(1.0, 1.0, 0, 0))
+    # every margin within its tolerance: a drop 0.01 above INTERIOR_DROP, gold 0.01 apart, the same β
+    ties = _world(2, sft=(1.0, 0.1, 0.94, 0.9), uniform=(0.99, 0.1, 0, 0), prior=(1.01, 0.1, 0, 0),
+                  compatible=(1.01, 0.1, 0, 0), incompatible=(1.02, 1.0, 0, 0))
+    robust = exact.robustness_table({"robustness": {"worlds": [holds, fails, ties]}})
     assert list(robust.columns) == list(exact.CLAIMS)
-    assert robust.loc[0].all()
-    assert not robust.loc[1].any()  # a drop of 0.04 at the small end is not an interior optimum; ties do not count
+    assert (robust.loc[0] == exact.HOLDS).all()
+    assert (robust.loc[1] == exact.FAILS).all()  # a drop of 0.01 at the small end is no interior optimum
+    assert (robust.loc[2] == exact.TIE).all()  # ties are never wins
     card = exact.scorecard(robust)
-    assert list(card["worlds where it holds"]) == ["1 / 2"] * len(exact.CLAIMS)
+    assert card[[exact.HOLDS, exact.TIE, exact.FAILS, "worlds"]].values.tolist() == [[1, 1, 1, 3]] * len(exact.CLAIMS)
     assert list(card.index) == list(exact.CLAIMS)
 
 

@@ -124,3 +124,63 @@ def test_headline_findings_hold_on_the_papers_own_tables():
     assert set(findings["rq"]) == {"RQ1", "RQ2", "RQ3", "App. B", "App. E"}
     assert findings["holds"].all(), findings[~findings["holds"]]
     assert "16.25" in " ".join(findings["evidence"])
+
+
+# Values quoted from the project's paper digest (shared/paper-digest.md, §3 "Tables and figures"),
+# which transcribes arXiv 2407.13709v2; each is compared with what dpolib.paper holds.
+DIGEST_TABLE3 = {  # "Table 3: training objectives compared on mistral-7b (best β each)": Score (LC), Accuracy, Length, β
+    "original (SFT)": (7.57, 0.435, 205.0, None),
+    "DPO (Eq. 5)": (16.25, 0.605, 359.4, 0.01),
+    "probability (Eq. 10)": (12.84, 0.697, 744.5, 100.0),
+    "likelihood (Eq. 15)": (13.63, 0.602, 389.3, 0.01),
+}
+DIGEST_TABLE5 = {  # "Table 5: best LC per reference": original, self, mistral-v0.2, llama3
+    "mistral-7b": (7.57, 16.25, 20.25, 15.37),
+    "tulu-2-7b": (8.50, 10.46, 7.85, 11.17),
+}
+
+
+def test_tables_3_and_5_match_the_digest():
+    for label, (*cells, beta) in DIGEST_TABLE3.items():
+        assert paper.TABLE3.row(label).values == tuple(cells), label
+        assert paper.TABLE3.row(label).beta == beta, label
+    assert paper.TABLE3.columns == ("Score (LC)", "Accuracy", "Length")
+    assert paper.TABLE5.columns == ("original", "self", "mistral-v0.2", "llama3")
+    for student, cells in DIGEST_TABLE5.items():
+        assert paper.TABLE5.row(student).values == cells, student
+    # a few cells of the tables they summarise ("Table 1", "Table 4" of the digest)
+    assert paper.TABLE1.cell("0.01", "mistral-7b") == 16.25 and paper.TABLE1.cell("0.02", "tulu-2-7b") == 10.46
+    assert paper.TABLE4.cell("1", "mistral-7b / ref mistral-v0.2") == 20.25
+    assert paper.TABLE4.cell("0.01", "mistral-7b / ref llama3") == 15.37
+
+
+# Paper numbers that chapters once typed into their text or code cells; they now read dpolib.paper
+# (glue or computed text). Each pattern is narrow: the number as a whole token, or the phrase it sat in.
+_NUMBER = r"(?<![\d.]){}(?!\d)"
+TYPED_PAPER_NUMBERS = {
+    "exact_world.md": [_NUMBER.format(v) for v in ("16\\.25", "12\\.84", "13\\.63", "20\\.25", "10\\.46", "7\\.85",
+                                                   "15\\.37", "11\\.17", "8\\.50")],
+    "practice.md": [_NUMBER.format(v) for v in ("16\\.25", "14\\.03", "10\\.46", "9\\.38", "12\\.36", "7\\.86", "20\\.25",
+                                                "11\\.17", "7\\.85", "8\\.50", "205\\.0", "359\\.4", "744\\.5", "12\\.84")]
+    + [r"\\beta = 100\$", r"\\beta = 1\.0\$"],
+    "rq3_stronger_reference.md": [r"grows\s+to 1\.0", _NUMBER.format("0\\.67")],
+    "rq1_beta.md": [r"was 0\.01 for `mistral-7b`", r"crosses 0\.5 at β = 0\.05", _NUMBER.format("0\\.704"),
+                    _NUMBER.format("0\\.680")],
+}
+
+
+@pytest.mark.parametrize("chapter", sorted(TYPED_PAPER_NUMBERS))
+def test_chapters_read_the_papers_numbers_from_dpolib_paper(chapter):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "notebooks" / chapter).read_text()
+    typed = [pattern for pattern in TYPED_PAPER_NUMBERS[chapter] if re.search(pattern, text)]
+    assert not typed, f"{chapter} types the paper's numbers {typed}: read them from dpolib.paper (glue) instead"
+
+
+def test_the_typed_number_check_can_fail():
+    import re
+
+    assert re.search(TYPED_PAPER_NUMBERS["practice.md"][0], "reached 16.25 (Table 1)")
+    assert not re.search(TYPED_PAPER_NUMBERS["practice.md"][0], "reached 116.25 or 16.255")
