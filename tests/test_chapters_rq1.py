@@ -1,5 +1,5 @@
-"""dpolib.chapters.rq1 (+ rq1_tokens, rq1_figures): the RQ1 chapter's tables, token statistics, seed comparison and
-claims, on synthetic records."""
+"""dpolib.chapters.rq1 (+ rq1_tokens, rq1_figures): the RQ1 chapter's tables, token statistics and seed comparison,
+on synthetic records (the claims are tested in test_chapters_rq1_claims.py)."""
 
 import math
 from dataclasses import replace
@@ -8,7 +8,7 @@ import pytest
 from record_factory import make_record
 
 from dpolib import scorecard as sc
-from dpolib.chapters import common, rq1, rq1_figures, rq1_tokens
+from dpolib.chapters import common, rq1, rq1_claims, rq1_figures, rq1_tokens
 
 BETAS = (0.1, 0.05, 0.02, 0.01, 0.005, 0.001)
 
@@ -92,8 +92,7 @@ def test_claims_see_every_self_reference_run_including_the_rq3_grid():
     d = ev["per_student"]["s1"]
     assert d["betas"][:2] == [10.0, 1.0] and len(d["betas"]) == 8
     assert d["best_beta"] == 10.0
-    v = sc.scorecard(rq1.CLAIMS, ev).set_index("id")["verdict"]
-    assert v["rq1.best-beta-small"] == sc.DISAGREES and v["rq1.interior-optimum"] == sc.DISAGREES
+    assert rq1_claims.student_sweep(recs + extra, "s1").best_beta == 10.0
     t = rq1.table1(recs + extra, with_paper=False)
     assert list(t.index[:3]) == ["∞ (SFT)", "10", "1"] and ("10", "ours: s1") in t.attrs["best"]
 
@@ -226,60 +225,7 @@ def test_compare_when_best_is_the_customary_beta():
     assert "same run" in rq1.versus(head, "s1", "best β", "β = 0.1")
 
 
-# --------------------------------------------------------------------------- claims
-
-
-def card_for(recs, replicates_of=None):
-    ev = rq1.evidence(recs, replicates_of=replicates_of or (lambda r: [r]))
-    card = sc.scorecard(rq1.CLAIMS, ev)
-    return card.set_index("id")["verdict"], ev, card
-
-
-def test_paper_like_evidence_agrees():
-    verdicts, _, _ = card_for(paper_like("a") + paper_like("b"))
-    for claim in ("rq1.best-beta-small", "rq1.interior-optimum", "rq1.sensitive-below", "rq1.policy-accuracy-rises",
-                  "rq1.eos-most-down-weighted", "rq1.eos-deeper-small-beta", "rq1.longer-small-beta",
-                  "rq1.token-extremes", "rq1.dpo-beats-sft", "practice.smaller-beta"):
-        assert verdicts[claim] == sc.AGREES, claim
-
-
-def test_verdicts_flip_when_the_evidence_flips():
-    recs = paper_like()
-    # a gently declining score: best at 0.1, so no small optimum, no interior optimum, no sharp drop below it
-    recs[1:] = [with_metrics(r, lc_win_rate=10 + 10 * r.beta, degenerate=False,
-                             policy_accuracy=0.5 + r.beta,  # falls as β falls
-                             mean_length_tokens=10 + 100 * r.beta)  # shorter at small β
-                for r in recs[1:]]
-    recs[0] = with_metrics(recs[0], lc_win_rate=50.0)  # SFT beats every DPO run
-    v, ev, card = card_for(recs)
-    for claim in ("rq1.best-beta-small", "rq1.interior-optimum", "rq1.policy-accuracy-rises", "rq1.longer-small-beta",
-                  "rq1.dpo-beats-sft", "practice.smaller-beta", "rq1.sensitive-below"):
-        assert v[claim] == sc.DISAGREES, claim
-    assert v["rq1.eos-most-down-weighted"] == sc.AGREES
-    text = rq1.reasons(card, ev)
-    assert "rq1.best-beta-small" in text and "no β improves" in text
-    assert "the same reason as for" in text  # repeated reasons are not repeated
-
-
-def test_eos_claims_flip():
-    v, _, _ = card_for(paper_like(eos_first=False))
-    assert v["rq1.eos-most-down-weighted"] == sc.DISAGREES
-    assert v["rq1.eos-deeper-small-beta"] == sc.DISAGREES  # constant −0.1: no trend
-
-
-def test_seed_spread_can_overturn_a_single_seed_win():
-    recs = paper_like()
-    noisy = [record("s1", None, lc=v, seed=s) for s, v in ((1, 2.0), (2, 25.0))]
-    v, _, _ = card_for(recs, replicates_of=reps_from(recs + noisy))
-    assert v["rq1.dpo-beats-sft"] == sc.DISAGREES  # better on seed 0, but within the (huge) SFT spread
-
-
-def test_missing_evidence_is_not_tested():
-    v, _, _ = card_for([])
-    assert set(v) == {sc.NOT_TESTED}
-    few = [record("s", None), record("s", 0.1), record("s", 0.01)]
-    v, _, _ = card_for(few)
-    assert v["rq1.policy-accuracy-rises"] == sc.NOT_TESTED
+# --------------------------------------------------------------------------- figures
 
 
 def test_figures_draw(tmp_path):
@@ -315,9 +261,9 @@ def test_on_committed_cpu_records_if_present():
     recs = records.load_grid("rq1", "cpu")
     if len(recs) < 4:
         pytest.skip("no committed cpu RQ1 records")
-    ev = rq1.evidence(recs, replicates_of=lambda r: [r])
-    card = sc.scorecard(rq1.CLAIMS, ev)
-    assert len(card) == len(rq1.CLAIMS) and set(card["verdict"]) <= {sc.AGREES, sc.DISAGREES, sc.NOT_TESTED}
+    ev = rq1_claims.evidence(recs, replicates_of=lambda r: [r])
+    card = sc.scorecard(rq1_claims.CLAIMS, ev)
+    assert len(card) == len(rq1_claims.CLAIMS) and set(card["verdict"]) <= set(sc.OUTCOMES)
     t1 = rq1.table1(recs)
     assert t1.shape[0] == len({b for s in rq1.students(recs) for b in rq1.sweep_records(recs, s)})
     for s in rq1.students(recs):
@@ -325,4 +271,4 @@ def test_on_committed_cpu_records_if_present():
             if b != math.inf:
                 rank, n = rq1_tokens.eos_rank(r)
                 assert rank is None or 1 <= rank <= n
-    assert isinstance(rq1.reasons(card, ev), str)
+    assert isinstance(rq1_claims.reasons(card, ev), str)

@@ -2,7 +2,8 @@
 
 import pytest
 
-from dpolib.scorecard import AGREES, DISAGREES, NOT_TESTED, Claim, Measurement, scorecard, side_by_side, style, verdict_counts
+from dpolib.scorecard import (AGREES, DISAGREES, INCONCLUSIVE, NOT_TESTABLE, NOT_TESTED, Claim, Measurement, scorecard,
+                              side_by_side, style, verdict_counts)
 
 
 def _best_beta_claim():
@@ -26,8 +27,8 @@ def test_verdict_follows_the_evidence():
     assert disagree.loc[0, "verdict"] == DISAGREES
     assert missing.loc[0, "verdict"] == NOT_TESTED and missing.loc[0, "note"] == "no RQ1 grid at this profile"
     assert agree.attrs["values"] == {"rq1.best-beta-small": 0.02}
-    assert verdict_counts(agree) == {AGREES: 1, DISAGREES: 0, NOT_TESTED: 0}
-    assert verdict_counts(scorecard([], {})) == {AGREES: 0, DISAGREES: 0, NOT_TESTED: 0}
+    assert verdict_counts(agree) == {AGREES: 1, DISAGREES: 0, INCONCLUSIVE: 0, NOT_TESTABLE: 0, NOT_TESTED: 0}
+    assert verdict_counts(scorecard([], {})) == dict.fromkeys((AGREES, DISAGREES, INCONCLUSIVE, NOT_TESTABLE, NOT_TESTED), 0)
 
 
 def test_bad_claims_fail_loudly():
