@@ -64,7 +64,7 @@ def test_self_best_pools_rq1_and_rq3_and_skips_degenerate():
 
 def test_appendix_e_reference_is_the_best_of_the_rq1_grid():
     recs = world()
-    recs["rq3"] += [rec("a", "self", 10.0, 18.0)]  # better than RQ1's best, but β = 10 is not in RQ1's grid
+    recs["rq3"] += [rec("a", "self", 100.0, 18.0)]  # better than RQ1's best, but β = 100 is not in RQ1's grid
     assert rq3.appendix_e_reference(recs, "a").beta == 0.01
     assert rq3.evidence(recs, replicates=one_seed)["appendix_e"]["a"]["reference"] == 16.0
     assert rq3.appendix_e_reference(recs, "b").beta == 0.02
