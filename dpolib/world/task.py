@@ -314,7 +314,7 @@ def degenerate_reasons(prompt: TaskPrompt, text: str, finished: bool) -> tuple[s
     * ``"repetition"``: ``repetition_rate(text) > REPETITION_THRESHOLD`` and above the ideal
       response's own repetition rate.
     * ``"out-of-lexicon"``: a word outside the task's lexicon, or a character the task never writes.
-      The lexicon: :data:`~dpolib.world.task.WORDS`, numbers, single letters, the words of the prompt (its items, the
+      The lexicon: ``WORDS``, numbers, single letters, the words of the prompt (its items, the
       made-up word to spell, the instruction), and the words of :data:`FILLERS` and :data:`DETAILS`.
       ``"sure! 1 3 4 10e. i hope this at unore."`` leaves it ("10e", "at", "unore").
     """
