@@ -44,7 +44,8 @@ def test_cpu_time_falls_back_to_the_profiles_other_grids_then_says_unknown(tmp_p
     status = R.grid_status("rq2", "cpu", root=tmp_path)
     assert status.present == 0 and status.estimated_minutes is None
     assert "an unknown time" in status.message and "no committed record" in status.message
-    _write(tmp_path, R.grid("rq3", "cpu")[0], 30.0)
+    # a compatible-reference run: in rq3 only (rq3's self-reference runs are rq1's, hence rq2's too)
+    _write(tmp_path, next(c for c in R.grid("rq3", "cpu") if c.reference == "compatible"), 30.0)
     status = R.grid_status("rq2", "cpu", root=tmp_path)
     assert status.estimated_minutes == pytest.approx(status.total * 30 / 60 / R.STATUS_WORKERS)
     assert "grids rq1, rq3, appendix-e" in status.message
