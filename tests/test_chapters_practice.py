@@ -15,7 +15,7 @@ from dpolib.chapters import practice_dynamics as D
 from dpolib.experiments import records as R
 from dpolib.experiments.config import RunConfig
 from dpolib.losses import dpo_loss
-from dpolib.scorecard import AGREES, DISAGREES, NOT_TESTED, scorecard
+from dpolib.scorecard import scorecard
 
 
 def curve_rows(beta, chosen, rejected, base_chosen=-80.0, base_rejected=-75.0, noise=0.0, ref_offset=0.0, seed=0):
@@ -209,9 +209,9 @@ def test_arms_pool_every_seed_degenerate_included():
     assert list(P.arms(recs + recs).index) == list(P.arms(recs).index)  # a record read twice counts once
 
 
-def test_best_beta_is_best_record_on_the_sweep_and_its_score_pools_the_seeds():
-    # β 0.01 wins on the sweep (lowest seed) although its second seed is poor: the choice is best_record's,
-    # the score shown is the seed mean
+def test_best_beta_line_uses_rq1s_pooled_rule_and_best_arm_the_lowest_seed_sweep():
+    # β 0.01 wins on the lowest seed (best_arm) but loses once its poor second seed is pooled (RQ1's rule, which the
+    # claims and the checklist use): one best-β rule for every DPO sweep of the chapter
     recs = [record(beta=0.1, lc=11.0), record(beta=0.01, lc=12.0), record(beta=0.01, seed=1, lc=8.0),
             record(beta=0.001, lc=30.0, degenerate=True)]
     ev = P.evidence(recs)
@@ -219,7 +219,7 @@ def test_best_beta_is_best_record_on_the_sweep_and_its_score_pools_the_seeds():
     assert best.beta == 0.01 and best.seed == 0
     stats = P.pooled(ev, best)
     assert stats.values == (12.0, 8.0) and stats.mean == 10.0
-    assert "s1: β = 0.01 (LC 10.0, 2 seed(s))" == P.best_beta_line(ev, ["s1"], "self")
+    assert "s1: β = 0.1 (LC 11.0, 1 seed(s))" == P.best_beta_line(ev, ["s1"], "self")
     assert P.best_beta_line(ev, ["s1"], "compatible") == "no runs"
 
 
@@ -239,62 +239,7 @@ def paper_like(student, best_self=0.01, best_comp=1.0):
     return recs
 
 
-def verdicts(recs):
-    card = scorecard(P.claims(), P.evidence(recs))
-    return dict(zip(card["id"], card["verdict"])), card
-
-
-def test_practice_scorecard_agrees_on_a_paper_like_world_with_any_student_names():
-    v, card = verdicts(paper_like("alpha") + paper_like("omega"))
-    assert set(v.values()) == {AGREES}, card[["id", "ours", "verdict", "note"]]
-    assert "alpha" in card.set_index("id").loc["practice.best-beta-below-0.1", "ours"]
-    assert "seeds per arm: 1" in card.set_index("id").loc["practice.best-beta-below-0.1", "note"]
-
-
-def test_practice_scorecard_disagrees_when_the_world_does_not():
-    # best self β is 10 (the largest): BP1 fails; compatible best at 0.005 (smaller than self's): larger-β fails
-    v, _ = verdicts(paper_like("alpha", best_self=10.0, best_comp=0.005))
-    assert v["practice.best-beta-below-0.1"] == DISAGREES
-    assert v["practice.cliff-below-optimum"] == NOT_TESTED  # no step above the largest β to compare with
-    assert v["practice.larger-beta-with-strong-reference"] == DISAGREES
-
-
-def test_larger_beta_claim_not_tested_when_both_optima_sit_at_the_top_of_the_grid():
-    v, card = verdicts(paper_like("alpha", best_self=10.0, best_comp=10.0))
-    assert v["practice.larger-beta-with-strong-reference"] == NOT_TESTED
-    assert "largest β tried" in card.set_index("id").loc["practice.larger-beta-with-strong-reference", "note"]
-
-
-def test_practice_scorecard_one_disagreeing_student_makes_a_disagreement():
-    v, _ = verdicts(paper_like("alpha") + paper_like("beta", best_self=10.0))
-    assert v["practice.best-beta-below-0.1"] == DISAGREES
-
-
-def test_practice_scorecard_not_tested_without_references():
-    recs = [r for r in paper_like("alpha") if r.reference in ("self", "none")]
-    v, card = verdicts(recs)
-    assert v["practice.compatible-reference-helps"] == NOT_TESTED
-    assert v["practice.incompatible-reference-no-help"] == NOT_TESTED
-    assert v["practice.best-beta-below-0.1"] == AGREES
-    assert verdicts([])[0] == {c.id: NOT_TESTED for c in P.claims()}
-
-
-def test_cliff_counts_a_degenerate_step_below_as_a_drop():
-    recs = [record("a", beta=b, lc=v, degenerate=(b == 0.005)) for b, v in {0.1: 8.0, 0.02: 10.0, 0.01: 11.0, 0.005: 0.0}.items()]
-    v, card = verdicts(recs)
-    assert v["practice.cliff-below-optimum"] == AGREES
-    assert "degenerate" in card.set_index("id").loc["practice.cliff-below-optimum", "ours"]
-    assert v["practice.too-small-degrades"] == AGREES
-
-
-def test_a_neighbour_with_one_degenerate_seed_counts_as_degenerate_and_the_best_pools_its_seeds():
-    recs = [record("a", beta=b, lc=v) for b, v in {0.1: 8.0, 0.02: 10.0, 0.01: 11.0, 0.005: 10.5}.items()]
-    recs += [record("a", beta=0.005, seed=1, lc=0.0, degenerate=True), record("a", beta=0.01, seed=1, lc=9.0)]
-    v, card = verdicts(recs)
-    row = card.set_index("id").loc
-    assert v["practice.cliff-below-optimum"] == AGREES and row["practice.cliff-below-optimum", "ours"] == "a: degenerate below"
-    assert row["practice.best-beta-below-0.1", "ours"] == "a: best β 0.01 (10.0)"  # seeds 11 and 9 pooled
-    assert "seeds per arm: 1–2" in row["practice.best-beta-below-0.1", "note"]
+# the scorecard's verdicts are tested in tests/test_chapters_practice_claims.py (records with per-prompt values)
 
 
 def test_checklist_points_every_item_to_computed_evidence():

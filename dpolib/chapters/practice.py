@@ -8,23 +8,25 @@ two recommendations into testable claims (:func:`claims`, evaluated with
 :func:`dpolib.scorecard.scorecard`) and writes the chapter's checklist (:func:`checklist`)
 from the same evidence and the training-dynamics tables of :mod:`dpolib.chapters.practice_dynamics`.
 
-The shared rules come from :mod:`dpolib.chapters.common`: the best β of an arm is
-:func:`~dpolib.chapters.common.best_record` over its sweep (one record per β, the lowest seed
-present), and an arm's score pools every seed of it, degenerate ones included
-(:func:`~dpolib.chapters.common.pool_seeds`).
+The claims live in :mod:`dpolib.chapters.practice_claims` (the verdict rule on paired per-prompt
+differences pooled over world seeds). The best β of a DPO sweep, in the claims and in the checklist,
+is RQ1's rule (:func:`dpolib.chapters.practice_claims.best_beta`: LC averaged over world seeds, a β
+degenerate in any world excluded); :func:`~dpolib.chapters.practice.best_arm` applies :func:`~dpolib.chapters.common.best_record`
+to the lowest-seed records of other arms (e.g. the probability objective); an arm's score in tables
+pools every seed of it, degenerate ones included (:func:`~dpolib.chapters.common.pool_seeds`).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 import pandas as pd
 
 from ..experiments.records import HEADLINE_SEEDS, Record, replicates
-from ..scorecard import Claim, Measurement
+from ..scorecard import Claim
 from ..stats import spearman
+from . import practice_claims
 from .common import ArmStats, arm_stats, best_record, pool_seeds, sweep
 
 __all__ = [
@@ -109,6 +111,8 @@ class PracticeEvidence:
         sweeps: one record per arm, its lowest seed: the records the best-β rule chooses among.
         students: the students, sorted. metric: the score (a :class:`~dpolib.experiments.records.Metrics` field).
         arms: :func:`arms` of ``records`` (for tables and figures).
+        cache: the claims' sweeps over world seeds and paired comparisons, filled on first use
+            (:func:`dpolib.chapters.practice_claims.sweeps`).
     """
 
     records: tuple
@@ -116,6 +120,7 @@ class PracticeEvidence:
     students: list
     metric: str
     arms: pd.DataFrame
+    cache: dict = field(default_factory=dict, compare=False, repr=False)
 
 
 def evidence(records: Iterable[Record], metric: str = "lc_win_rate") -> PracticeEvidence:
@@ -148,7 +153,10 @@ def _sweep(ev: PracticeEvidence, student: str, reference: str) -> list[Record]:
 
 
 def _best(ev: PracticeEvidence, student: str, reference: str) -> Record | None:
-    return best_arm(ev, student=student, objective="dpo", reference=reference)
+    """The lowest-seed record of the student's best β with ``reference``, chosen by RQ1's rule on LC pooled over
+    world seeds (:func:`dpolib.chapters.practice_claims.best_beta`)."""
+    b = practice_claims.best_beta(ev, student, reference)
+    return None if b is None else next((r for r in _sweep(ev, student, reference) if r.beta == b), None)
 
 
 def best_beta_line(ev: PracticeEvidence, students: list[str], reference: str) -> str:
@@ -165,166 +173,11 @@ def best_beta_line(ev: PracticeEvidence, students: list[str], reference: str) ->
 # --------------------------------------------------------------------------- claims
 
 
-def _per_student(ev: PracticeEvidence, fn, shown_fmt) -> Measurement:
-    """Apply ``fn(student) -> (agrees | None, value, note)`` to every student; agree only if all tested agree."""
-    results = {s: fn(s) for s in ev.students}
-    tested = {s: v for s, v in results.items() if v[0] is not None}
-    if not tested:
-        notes = "; ".join(f"{s}: {v[2]}" for s, v in results.items()) or "no records"
-        return Measurement.missing(notes)
-    agrees = all(v[0] for v in tested.values())
-    shown = "; ".join(f"{s}: {shown_fmt(v[1])}" for s, v in results.items() if v[0] is not None)
-    notes = [f"{s}: {v[2]}" for s, v in results.items() if v[2]]
-    n = sorted({int(x) for x in ev.arms["n_seeds"]}) if len(ev.arms) else []
-    seeds = f"seeds per arm: {n[0]}" if len(n) == 1 else f"seeds per arm: {n[0]}–{n[-1]}" if n else ""
-    return Measurement({s: v[1] for s, v in tested.items()}, agrees, shown, "; ".join([*notes, seeds]).strip("; "))
-
-
-def _score(ev: PracticeEvidence, record: Record) -> float:
-    """An arm's score for a comparison: its pooled mean, or −∞ when a seed of it degenerated (or it has no value)."""
-    stats = pooled(ev, record)
-    return -math.inf if stats.n_degenerate or math.isnan(stats.mean) else stats.mean
-
-
-def _best_beta_below(ev, threshold=0.1):
-    def fn(s):
-        best = _best(ev, s, "self")
-        if best is None:
-            return None, None, "no non-degenerate self-reference run"
-        return bool(best.beta < threshold), (best.beta, pooled(ev, best).mean), ""
-
-    return _per_student(ev, fn, lambda v: f"best β {v[0]:g} ({v[1]:.1f})")
-
-
-def _too_small_degrades(ev):
-    def fn(s):
-        sw, best = _sweep(ev, s, "self"), _best(ev, s, "self")
-        if best is None or len(sw) < 3:
-            return None, None, "fewer than 3 self-reference β values"
-        low, best_score = sw[0], pooled(ev, best).mean
-        low_score = _score(ev, low)
-        agrees = bool(low.beta < best.beta and low_score < best_score)
-        shown = "degenerate" if low_score == -math.inf else f"{low_score:.1f}"
-        return agrees, (low.beta, shown, best_score), ""
-
-    return _per_student(ev, fn, lambda v: f"β {v[0]:g}: {v[1]} vs best {v[2]:.1f}")
-
-
-def _cliff_below(ev):
-    def fn(s):
-        sw, best = _sweep(ev, s, "self"), _best(ev, s, "self")
-        if best is None:
-            return None, None, "no non-degenerate self-reference run"
-        i = [r.beta for r in sw].index(best.beta)
-        if i == 0:
-            return False, (None, None), "best β is the smallest tried: nothing below it degrades"
-        if i == len(sw) - 1:
-            return None, None, f"best β {best.beta:g} is the largest tried: no step above to compare"
-        best_score = pooled(ev, best).mean
-
-        def drop(j):
-            return best_score - _score(ev, sw[j])  # +∞ for a degenerate neighbour
-
-        below, above = drop(i - 1), drop(i + 1)
-        return bool(below > above), (below, above), ""
-
-    def fmt(v):
-        below, above = v
-        return "degenerate below" if below == math.inf else f"−{below:.1f} below vs −{above:.1f} above"
-
-    return _per_student(ev, fn, fmt)
-
-
-def _compatible_helps(ev):
-    def fn(s):
-        self_best, comp_best = _best(ev, s, "self"), _best(ev, s, "compatible")
-        if self_best is None or comp_best is None:
-            return None, None, "no compatible-reference or self-reference run"
-        comp, own = pooled(ev, comp_best).mean, pooled(ev, self_best).mean
-        return bool(comp > own), (comp, own), ""
-
-    return _per_student(ev, fn, lambda v: f"{v[0]:.1f} vs self {v[1]:.1f}")
-
-
-def _incompatible_no_help(ev):
-    def fn(s):
-        self_best, inc_best = _best(ev, s, "self"), _best(ev, s, "incompatible")
-        if self_best is None:
-            return None, None, "no self-reference run"
-        own = pooled(ev, self_best).mean
-        if inc_best is None:
-            if _sweep(ev, s, "incompatible"):
-                return True, ("degenerate", own), "every incompatible run degenerate"
-            return None, None, "no incompatible-reference run"
-        inc = pooled(ev, inc_best).mean
-        return bool(inc < own), (f"{inc:.1f}", own), ""
-
-    return _per_student(ev, fn, lambda v: f"{v[0]} vs self {v[1]:.1f}")
-
-
-def _larger_beta_with_strong(ev):
-    def fn(s):
-        self_best, comp_best = _best(ev, s, "self"), _best(ev, s, "compatible")
-        if self_best is None or comp_best is None:
-            return None, None, "no compatible-reference or self-reference run"
-        top = min(_sweep(ev, s, "self")[-1].beta, _sweep(ev, s, "compatible")[-1].beta)
-        if comp_best.beta >= top and self_best.beta >= top:
-            return None, None, f"both optima at the largest β tried ({top:g}): the grid cannot order them"
-        return bool(comp_best.beta > self_best.beta), (comp_best.beta, self_best.beta), ""
-
-    return _per_student(ev, fn, lambda v: f"β {v[0]:g} vs self {v[1]:g}")
-
-
-def claims() -> list[Claim]:
-    """The paper's two best practices (digest §6), split into testable claims over :func:`evidence`.
-
-    "Best" is :func:`~dpolib.chapters.common.best_record` over each sweep (degenerate runs excluded, the
-    paper's "[degenerate]"); scores are the evidence's metric (LC win rate by default) pooled over every
-    seed present, degenerate seeds included, and an arm with a degenerate seed counts as degenerate when
-    it is compared with the best; the self-reference sweep is every self-reference β we ran (the RQ1 grid
-    and the larger β of the RQ3 grid).
-    """
-    return [
-        Claim(
-            "practice.best-beta-below-0.1", "Practice 1",
-            "With the SFT model as reference, the best β is smaller than the customary 0.1",
-            "§1, §7; Table 1, Table 6", "best β 0.01 (mistral-7b), 0.02 (tulu-2-7b), 0.02 (qwen2-1.5b)",
-            "best self-reference β < 0.1 for every student", _best_beta_below,
-        ),
-        Claim(
-            "practice.too-small-degrades", "Practice 1",
-            "…but the constraint must stay strong enough: too small a β degrades",
-            "§4.1, Table 1", "tulu-2-7b degenerate at 0.005; qwen2-1.5b at 0.001",
-            "the smallest β tried scores below the best (or degenerates), for every student", _too_small_degrades,
-        ),
-        Claim(
-            "practice.cliff-below-optimum", "Practice 1",
-            "Tune carefully: just below the optimum the model degrades quickly",
-            "§4.1, Table 1", "mistral-7b: −3.89 one step below vs −0.19 above; tulu-2-7b: −2.60 vs −0.50",
-            "one grid step below the best β loses more than one step above, for every student", _cliff_below,
-        ),
-        Claim(
-            "practice.compatible-reference-helps", "Practice 2",
-            "A stronger reference of the same family improves DPO",
-            "§6, Table 5", "mistral-7b: 20.25 (mistral-v0.2) vs 16.25 (self); tulu-2-7b: 11.17 (llama3) vs 10.46",
-            "best score with the compatible reference > best with the self reference, for every student",
-            _compatible_helps,
-        ),
-        Claim(
-            "practice.incompatible-reference-no-help", "Practice 2",
-            "…only if compatible: a stronger reference of another family does not help",
-            "§6, Table 5", "mistral-7b: 15.37 (llama3) vs 16.25 (self); tulu-2-7b: 7.85 (mistral-v0.2) vs 10.46",
-            "best score with the incompatible reference < best with the self reference, for every student",
-            _incompatible_no_help,
-        ),
-        Claim(
-            "practice.larger-beta-with-strong-reference", "Practice 2",
-            "With a stronger compatible reference the optimal β is larger",
-            "§6, Table 4", "β = 1.0 for both students (vs 0.01 and 0.02 with self)",
-            "best β with the compatible reference > best β with the self reference, for every student",
-            _larger_beta_with_strong,
-        ),
-    ]
+def claims(flipped: Iterable[str] = ()) -> list[Claim]:
+    """The paper's two best practices (digest §6) as testable claims over :func:`~dpolib.chapters.practice.evidence`:
+    :func:`dpolib.chapters.practice_claims.claims` (the verdict rule on paired per-prompt differences pooled
+    over world seeds, the best β by RQ1's rule; ``flipped`` negates criteria, for tests)."""
+    return practice_claims.claims(flipped)
 
 
 # --------------------------------------------------------------------------- checklist
@@ -346,6 +199,7 @@ def checklist(card: pd.DataFrame, ev: PracticeEvidence, trajectories: pd.DataFra
     """
     verdict = dict(zip(card["id"], card["verdict"])) if len(card) else {}
     ours_of = dict(zip(card["id"], card["ours"])) if len(card) else {}
+    paper_of = dict(zip(card["id"], card["paper"])) if len(card) else {}  # the paper's side, from dpolib.paper
 
     def best_betas(reference):
         parts = [f"{s} {b.beta:g}" for s in ev.students if (b := _best(ev, s, reference)) is not None]
@@ -380,7 +234,7 @@ def checklist(card: pd.DataFrame, ev: PracticeEvidence, trajectories: pd.DataFra
     items = [
         ("Sweep β on a log grid on both sides of 0.1 (with the SFT reference) and keep the step below the optimum "
          "in view: the optimum moves by orders of magnitude between settings.",
-         "best β 0.01–0.02 with the SFT reference, 1.0 with a strong one; a cliff just below",
+         f"{paper_of.get('practice.best-beta-below-0.1', 'n/a')}; {paper_of.get('practice.cliff-below-optimum', 'n/a')}",
          f"best β with the self reference: {best_betas('self')}; with the compatible one: {best_betas('compatible')}. "
          f"Scorecard: best β < 0.1 {verdict.get('practice.best-beta-below-0.1', 'n/a')}; cliff below the optimum "
          f"{verdict.get('practice.cliff-below-optimum', 'n/a')}.",
@@ -414,7 +268,9 @@ def checklist(card: pd.DataFrame, ev: PracticeEvidence, trajectories: pd.DataFra
          "§ What reference-free means"),
         ("Try a stronger reference from the student's own family, and raise β with it; treat another family's "
          "model as an experiment.",
-         "20.25 vs 16.25 (compatible); 7.85 < 8.50 SFT (incompatible); best β 1.0",
+         f"{paper_of.get('practice.compatible-reference-helps', 'n/a')}; incompatible "
+         f"{paper_of.get('practice.incompatible-reference-no-help', 'n/a')}; "
+         f"{paper_of.get('practice.larger-beta-with-strong-reference', 'n/a')}",
          f"compatible helps: {ours_of.get('practice.compatible-reference-helps', 'n/a')} "
          f"({verdict.get('practice.compatible-reference-helps', 'n/a')}); incompatible: "
          f"{ours_of.get('practice.incompatible-reference-no-help', 'n/a')} "
