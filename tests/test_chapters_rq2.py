@@ -7,10 +7,10 @@ import pytest
 
 from record_factory import make_record
 
-from dpolib.chapters import rq2
+from dpolib.chapters import rq2, rq2_claims
 from dpolib.chapters.common import arm_stats, compare
 from dpolib.experiments.records import grid, load_grid
-from dpolib.scorecard import AGREES, DISAGREES, NOT_TESTED, scorecard
+from dpolib.scorecard import AGREES, DISAGREES, NOT_TESTABLE, OUTCOMES, scorecard
 
 
 def rec(objective, beta, lc, *, degenerate=False, length=30.0, eos=(-0.5, 0.7), acc=0.5, seed=0, student="char", response=None):
@@ -42,7 +42,7 @@ def one_seed(record):
 
 
 def card(recs, replicates=one_seed):
-    return scorecard(rq2.claims(), rq2.evidence(recs, replicates=replicates)).set_index("id")
+    return scorecard(rq2_claims.claims(), rq2.evidence(recs, replicates=replicates)).set_index("id")
 
 
 def test_best_beta_excludes_degenerate_runs():
@@ -52,12 +52,12 @@ def test_best_beta_excludes_degenerate_runs():
     assert best["likelihood"].beta == 0.01
 
 
-def test_all_degenerate_objective_has_no_best_and_claims_say_not_tested():
+def test_all_degenerate_objective_has_no_best_and_claims_say_not_testable():
     recs = [r for r in world() if r.objective != "probability"]
     recs += [rec("probability", 10.0, 50.0, degenerate=True)]
     assert rq2.best_by_objective(recs)["probability"] is None
     c = card(recs)
-    assert c.loc["rq2.dpo-best", "verdict"] == NOT_TESTED
+    assert c.loc["rq2.dpo-best", "verdict"] == NOT_TESTABLE
     assert "probability" in c.loc["rq2.dpo-best", "note"]
 
 
@@ -82,18 +82,6 @@ def test_sweep_table_marks_degenerate():
     assert pd.isna(t.loc[100.0, "dpo"])
 
 
-def test_dpo_best_verdict_flips_with_the_evidence():
-    assert card(world())["verdict"]["rq2.dpo-best"] == AGREES
-    assert card(world(prob=25.0))["verdict"]["rq2.dpo-best"] == DISAGREES
-
-
-def test_improve_on_sft_flips():
-    assert card(world())["verdict"]["rq2.all-improve-on-sft"] == AGREES
-    c = card(world(sft=13.0))  # likelihood 14 still above, probability 12 below
-    assert c.loc["rq2.all-improve-on-sft", "verdict"] == DISAGREES
-    assert "probability" in c.loc["rq2.all-improve-on-sft", "note"]
-
-
 def test_length_and_eos_claims_flip():
     c = card(world())
     assert c.loc["rq2.probability-longer", "verdict"] == AGREES
@@ -103,7 +91,9 @@ def test_length_and_eos_claims_flip():
     assert c.loc["rq2.probability-longer", "verdict"] == DISAGREES  # 40 / 35 < 1.5
     assert c.loc["rq2.probability-extreme-eos", "verdict"] == DISAGREES
     assert c.loc["rq2.dpo-separates-eos", "verdict"] == DISAGREES
-    assert card(world())["verdict"]["rq2.beats-orpo"] == NOT_TESTED
+    assert card(world())["verdict"]["rq2.beats-orpo"] == NOT_TESTABLE
+    # without per-prompt values the paired criteria are not testable, never decided on means
+    assert c.loc["rq2.dpo-best", "verdict"] == NOT_TESTABLE
 
 
 def test_eos_table_averages_over_non_degenerate_betas():
@@ -123,14 +113,9 @@ def test_seed_spread_decides_whether_a_difference_is_resolved():
     assert stats["dpo"].n == 3 and stats["dpo"].sd == pytest.approx(1.0)
     assert compare(stats["dpo"], stats["likelihood"]).within_spread is False  # 6 points apart, sd 1 and 0.5
     assert compare(stats["dpo"], stats["probability"]).within_spread is True  # sd 10
-    c = card(recs, replicates=three_seeds)
-    assert "exceeds the seed-to-seed spread" in c.loc["rq2.dpo-best", "note"]
-    assert "3 and 3 seeds" in c.loc["rq2.dpo-best", "note"]
     # one seed in one arm: a difference beyond the other arm's spread is undecided, one inside it is within
     assert compare(arm_stats(recs[4], replicates_of=one_seed), stats["dpo"]).within_spread is None  # 8 > sd 1
     assert compare(arm_stats(recs[2], replicates_of=one_seed), stats["dpo"]).within_spread is True  # 0 <= sd 1
-    # with only seed 0 everywhere the spread is unknown, and the chapter says so
-    assert "seed spread unknown" in card(recs).loc["rq2.dpo-best", "note"]
 
 
 def test_samples_table_one_prompt_per_model():
@@ -162,15 +147,8 @@ def test_committed_cpu_records_if_present():
     recs = load_grid("rq2", "cpu")
     if len(recs) < len(grid("rq2", "cpu")):
         pytest.skip("the committed cpu RQ2 grid is not complete at this code version")
-    c = scorecard(rq2.claims(), rq2.evidence(recs))
-    assert set(c["verdict"]) <= {AGREES, DISAGREES, NOT_TESTED}
-    assert len(c) == len(rq2.claims())
+    c = scorecard(rq2_claims.claims(), rq2.evidence(recs))
+    assert set(c["verdict"]) <= set(OUTCOMES)
+    assert len(c) == len(rq2_claims.claims())
     t = rq2.table3(recs)
     assert t["score"].notna().sum() >= 2
-
-
-def test_answer_text_follows_the_verdicts():
-    recs = world()
-    assert "as in the paper" in rq2.answer(rq2.evidence(recs, replicates=one_seed), card(recs).reset_index())
-    recs = world(lik=30.0)
-    assert "Unlike the paper" in rq2.answer(rq2.evidence(recs, replicates=one_seed), card(recs).reset_index())

@@ -6,10 +6,10 @@ import pytest
 
 from record_factory import make_record
 
-from dpolib.chapters import rq3
+from dpolib.chapters import rq3, rq3_claims
 from dpolib.experiments.records import best_record, grid
 from dpolib.provenance import write_json
-from dpolib.scorecard import AGREES, DISAGREES, NOT_TESTED, scorecard
+from dpolib.scorecard import NOT_TESTABLE, OUTCOMES, scorecard
 
 
 def rec(student, reference, beta, lc, *, degenerate=False, seed=0):
@@ -49,7 +49,7 @@ COMPAT = {"measures": {
 
 
 def card(recs, compat=COMPAT):
-    return scorecard(rq3.claims(), rq3.evidence(recs, compat, replicates=one_seed)).set_index("id")
+    return scorecard(rq3_claims.claims(), rq3.evidence(recs, compat, replicates=one_seed)).set_index("id")
 
 
 def test_self_best_pools_rq1_and_rq3_and_skips_degenerate():
@@ -83,62 +83,19 @@ def test_table5_and_table4():
     assert both.loc["paper (quoted): mistral-7b", ("compatible", "β")] == 1.0
 
 
-def test_paper_shaped_world_agrees_everywhere_it_can():
+def test_claims_without_per_prompt_values_are_not_testable():
     c = card(world())
-    for cid in ("rq3.compatible-beats-self", "rq3.only-if-compatible", "rq3.incompatible-not-above-sft",
-                "rq3.beta-larger-with-compatible", "practice.compatible-stronger-reference",
-                "open.compatibility-measure", "appe.student-overtakes-reference"):
-        assert c.loc[cid, "verdict"] == AGREES, (cid, c.loc[cid, "ours"], c.loc[cid, "note"])
-    # the incompatible reference did not help, so the tokenizer claim cannot be tested here
-    assert c.loc["rq3.no-shared-tokenizer-needed", "verdict"] == NOT_TESTED
-    assert "tokenizer" in c.loc["rq3.no-shared-tokenizer-needed", "note"]
+    assert c.loc["rq3.compatible-beats-self", "verdict"] == NOT_TESTABLE
+    assert "per-prompt" in c.loc["rq3.compatible-beats-self", "note"]
 
 
-def test_verdicts_flip_when_the_evidence_flips():
-    c = card(world(comp_a=(12.0, 13.0, 15.5)))  # a: compatible best 15.5 < self 16 at a small β
-    assert c.loc["rq3.compatible-beats-self", "verdict"] == DISAGREES
-    assert c.loc["rq3.only-if-compatible", "verdict"] == DISAGREES
-    assert c.loc["practice.compatible-stronger-reference", "verdict"] == DISAGREES
-    c = card(world(comp_a=(12.0, 13.0, 20.0)))  # a: compatible best at β = 0.1 > self's 0.01: still larger
-    assert c.loc["rq3.beta-larger-with-compatible", "verdict"] == AGREES
-    recs = world()
-    recs["rq3"] = [r for r in recs["rq3"] if not (r.student == "a" and r.reference == "compatible")]
-    recs["rq3"] += sweep("a", "compatible", {0.001: 20.0, 0.1: 12.0})
-    assert card(recs).loc["rq3.beta-larger-with-compatible", "verdict"] == DISAGREES
-
-
-def test_tokenizer_claim_agrees_only_when_an_other_tokenizer_reference_helps():
-    c = card(world(incompatible_helps=True))
-    assert c.loc["rq3.no-shared-tokenizer-needed", "verdict"] == AGREES
-    assert c.loc["rq3.only-if-compatible", "verdict"] == DISAGREES
-
-
-def test_incompatible_vs_sft_counts_students():
-    c = card(world())
-    assert c.loc["rq3.incompatible-not-above-sft", "verdict"] == AGREES  # b: 7.8 < 8.5
-    assert "1 of 2" in c.loc["rq3.incompatible-not-above-sft", "note"]
-    c = card(world(incompatible_helps=True))  # b: 12 > 8.5, a: 11 > 7.5
-    assert c.loc["rq3.incompatible-not-above-sft", "verdict"] == DISAGREES
-
-
-def test_appendix_e_needs_overtaking_at_a_larger_beta():
-    assert card(world(app=(15.0, 17.0, 14.0))).loc["appe.student-overtakes-reference", "verdict"] == AGREES
-    c = card(world(app=(15.0, 15.5, 14.0)))  # best 15.5 < reference 16
-    assert c.loc["appe.student-overtakes-reference", "verdict"] == DISAGREES
-    c = card(world(app=(15.0, 14.0, 17.0)))  # overtakes, but at β = 0.01, the reference's own β
-    assert c.loc["appe.student-overtakes-reference", "verdict"] == DISAGREES
-    assert "not at a larger" in c.loc["appe.student-overtakes-reference", "note"]
+def test_appendix_e_table():
     t = rq3.appendix_e_table(world())
     assert t.iloc[0][("ours", "a")] == 16.0 and t.index[0].startswith("reference")
     assert t.loc["1", ("paper (quoted)", "mistral-7b / ref DPO(β=0.01)")] == 16.75
 
 
-def test_compatibility_measure_claim_flips_and_is_missing_without_measures():
-    assert card(world()).loc["open.compatibility-measure", "verdict"] == AGREES
-    swapped = {"measures": {s: {**m, "compatible": m["incompatible"], "incompatible": m["compatible"]}
-                            for s, m in COMPAT["measures"].items()}}
-    assert card(world(), swapped).loc["open.compatibility-measure", "verdict"] == DISAGREES
-    assert card(world(), None).loc["open.compatibility-measure", "verdict"] == NOT_TESTED
+def test_compatibility_frame():
     frame = rq3.compatibility_frame(COMPAT, rq3.gains(world(), replicates=one_seed))
     assert set(frame["reference"]) == set(rq3.REFERENCES) and frame["gain vs self"].notna().all()
 
@@ -166,13 +123,6 @@ def test_committed_cpu_records_if_present():
         pytest.skip("the committed cpu RQ1/RQ3/App. E grids are not complete at this code version")
     compat = rq3.load_compatibility("cpu")
     assert compat is not None and set(compat["measures"]) == {"char", "bpe"}
-    c = scorecard(rq3.claims(), rq3.evidence(recs, compat))
-    assert set(c["verdict"]) <= {AGREES, DISAGREES, NOT_TESTED} and len(c) == len(rq3.claims())
+    c = scorecard(rq3_claims.claims(), rq3.evidence(recs, compat))
+    assert set(c["verdict"]) <= set(OUTCOMES) and len(c) == len(rq3_claims.claims())
     assert len(rq3.best_table(recs)) == 2
-
-
-def test_answer_text_follows_the_verdicts():
-    ev = rq3.evidence(world(), COMPAT, replicates=one_seed)
-    assert "As in the paper" in rq3.answer(ev, scorecard(rq3.claims(), ev))
-    ev = rq3.evidence(world(incompatible_helps=True), COMPAT, replicates=one_seed)
-    assert "Unlike the paper" in rq3.answer(ev, scorecard(rq3.claims(), ev))

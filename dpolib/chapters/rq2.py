@@ -29,8 +29,8 @@ import pandas as pd
 
 from .. import paper, plotting
 from ..experiments.records import Record, select
-from ..scorecard import Claim, Measurement, verdict_counts
-from .common import ArmStats, arm_stats, best_record, beta_label, compare, metric_of, pm, students
+from ..scorecard import AGREES, DISAGREES, INCONCLUSIVE, NOT_TESTABLE, verdict_counts
+from .common import arm_stats, best_record, beta_label, metric_of, pm, students
 
 __all__ = [
     "OBJECTIVES",
@@ -47,9 +47,7 @@ __all__ = [
     "plot_figure3",
     "samples_table",
     "evidence",
-    "claims",
     "LONGER_FACTOR",
-    "REASONS",
     "disagreements",
     "answer",
 ]
@@ -296,7 +294,7 @@ def samples_table(recs: list[Record], index: int = 0) -> pd.DataFrame:
 def evidence(recs: list[Record], replicates: Replicates | None = None) -> dict:
     """Everything the RQ2 claims are measured from, computed once.
 
-    Keys: ``student``, ``sft`` (record), ``best`` ({objective: record}), ``stats`` ({objective or
+    Keys: ``records`` (all of them, every world seed), ``student``, ``sft`` (record), ``best`` ({objective: record}), ``stats`` ({objective or
     "sft": :class:`~dpolib.chapters.common.ArmStats` of LC over seeds}), ``eos`` (:func:`eos_table`),
     ``table3`` (:func:`table3`). ``replicates`` finds an arm's records at every seed (tests pass a stub).
     """
@@ -304,6 +302,7 @@ def evidence(recs: list[Record], replicates: Replicates | None = None) -> dict:
     sft = sft_record(recs)
     stats = {k: arm_stats(r, "lc_win_rate", replicates) for k, r in [("sft", sft), *best.items()]}
     return {
+        "records": list(recs),
         "student": student_of(recs),
         "sft": sft,
         "best": best,
@@ -313,179 +312,40 @@ def evidence(recs: list[Record], replicates: Replicates | None = None) -> dict:
     }
 
 
-def _missing(ev: dict, *keys: str) -> str | None:
-    absent = [k for k in keys if (ev["sft"] if k == "sft" else ev["best"].get(k)) is None]
-    if absent:
-        return "no usable run for " + ", ".join(absent) + " (absent or every β degenerate)"
-    return None
+def disagreements(card: pd.DataFrame) -> str:
+    """Markdown: every claim whose verdict is "disagrees", with the paper's evidence and what we measured.
 
-
-def _improve_on_sft(ev: dict) -> Measurement:
-    why = _missing(ev, "sft", *OBJECTIVES)
-    if why:
-        return Measurement.missing(why)
-    s: dict[str, ArmStats] = ev["stats"]
-    gains = {o: s[o].mean - s["sft"].mean for o in OBJECTIVES}
-    shown = ", ".join(f"{o} {s[o].mean:.2f}" for o in OBJECTIVES) + f" vs SFT {s['sft'].mean:.2f}"
-    below = [o for o, g in gains.items() if g <= 0]
-    note = "all three above SFT" if not below else "not above SFT: " + ", ".join(below)
-    return Measurement(gains, not below, shown, note)
-
-
-def _dpo_best(ev: dict) -> Measurement:
-    why = _missing(ev, *OBJECTIVES)
-    if why:
-        return Measurement.missing(why)
-    s: dict[str, ArmStats] = ev["stats"]
-    rival = max(("probability", "likelihood"), key=lambda o: s[o].mean)
-    cmp = compare(s["dpo"], s[rival])
-    shown = ", ".join(f"{o} {s[o].mean:.2f}" for o in OBJECTIVES)
-    return Measurement(cmp.diff, cmp.diff > 0, shown, f"DPO vs {rival}: {cmp.text}")
-
-
-def _longer(ev: dict) -> Measurement:
-    why = _missing(ev, "dpo", "probability")
-    if why:
-        return Measurement.missing(why)
-    lp = ev["best"]["probability"].metrics.mean_length_chars
-    ld = ev["best"]["dpo"].metrics.mean_length_chars
-    ratio = lp / ld if ld else math.inf
-    return Measurement(ratio, ratio >= LONGER_FACTOR, f"{lp:.1f} vs {ld:.1f} chars ({ratio:.2f}x)",
-                       f"'much longer' read as at least {LONGER_FACTOR}x (the paper's ratio is 2.07x)")
-
-
-def _eos_row(ev: dict, o: str):
-    label = METHOD_LABELS[o]
-    return ev["eos"].loc[label] if label in ev["eos"].index else None
-
-
-def _extreme_eos(ev: dict) -> Measurement:
-    p, d = _eos_row(ev, "probability"), _eos_row(ev, "dpo")
-    if p is None or d is None:
-        return Measurement.missing("no non-degenerate probability or DPO run")
-    return Measurement(
-        (p["value"], d["value"]), abs(p["value"]) > abs(d["value"]),
-        f"mean log p(EOS): probability {p['value']:.2f}, DPO {d['value']:.2f}",
-        "averaged over the β values tried, as in Figure 3; 'more extreme' = larger magnitude",
-    )
-
-
-def _eos_separation(ev: dict) -> Measurement:
-    rows = {o: _eos_row(ev, o) for o in OBJECTIVES}
-    if rows["dpo"] is None or rows["probability"] is None:
-        return Measurement.missing("no non-degenerate probability or DPO run")
-    diffs = {o: r["difference"] for o, r in rows.items() if r is not None}
-    agrees = abs(diffs["dpo"]) > abs(diffs["probability"])
-    shown = ", ".join(f"{o} {v:+.2f}" for o, v in diffs.items())
-    note = "chosen minus rejected, averaged over β"
-    if "likelihood" in diffs:
-        note += "; DPO also above likelihood" if abs(diffs["dpo"]) > abs(diffs["likelihood"]) else "; likelihood separates more than DPO"
-    return Measurement(diffs, agrees, shown, note)
-
-
-def _probability_beta(ev: dict) -> Measurement:
-    why = _missing(ev, "dpo", "probability")
-    if why:
-        return Measurement.missing(why)
-    bp, bd = ev["best"]["probability"].beta, ev["best"]["dpo"].beta
-    return Measurement((bp, bd), bp > bd, f"probability {bp:g}, DPO {bd:g}")
-
-
-def _orpo(ev: dict) -> Measurement:
-    return Measurement.missing("our grid has no ORPO arm (the paper compares with a leaderboard number, not a rerun)")
-
-
-def claims() -> list[Claim]:
-    """The RQ2 claims of the paper (digest §1, §5) and how each is tested on :func:`evidence`."""
-    t3 = paper.TABLE3
-    score = {k: t3.cell(v, "Score (LC)") for k, v in METHOD_LABELS.items()}
-    length = {k: t3.cell(v, "Length") for k, v in METHOD_LABELS.items()}
-    return [
-        Claim("rq2.all-improve-on-sft", "RQ2", "All three objectives improve on the SFT model", "§5, Table 3",
-              f"DPO {score['dpo']}, probability {score['probability']}, likelihood {score['likelihood']} > SFT {score['sft']}",
-              "each objective's best LC win rate (mean over seeds) > the SFT model's", _improve_on_sft),
-        Claim("rq2.dpo-best", "RQ2", "DPO at its best β beats both reference-free alternatives", "§5, Table 3",
-              f"{score['dpo']} vs {score['probability']} (probability), {score['likelihood']} (likelihood)",
-              "DPO's best LC (mean over seeds) > the better alternative's", _dpo_best),
-        Claim("rq2.probability-large-beta", "RQ2", "The probability objective needs a much larger β", "Table 3",
-              "β = 100 (probability) vs 0.01 (DPO)", "best β of probability > best β of DPO", _probability_beta),
-        Claim("rq2.probability-longer", "RQ2", "Without a reference (probability objective) outputs get much longer",
-              "§5.2, Table 3", f"{length['probability']} vs {length['dpo']} (DPO)",
-              f"mean length at best β, probability ≥ {LONGER_FACTOR} × DPO", _longer),
-        Claim("rq2.probability-extreme-eos", "RQ2", "The probability objective gives more extreme EOS log-probs",
-              "§5.2, Figure 3", "bars only (values not recoverable)",
-              "|mean log p(EOS)| over β: probability > DPO", _extreme_eos),
-        Claim("rq2.dpo-separates-eos", "RQ2", "DPO separates EOS between chosen and rejected responses more",
-              "§5.2, Figure 3", "bars only (values not recoverable)",
-              "|EOS chosen−rejected difference| over β: DPO > probability", _eos_separation),
-        Claim("rq2.beats-orpo", "RQ2", "With a tuned β, DPO beats reference-free ORPO", "§5",
-              "16.25 vs 14.7 (ORPO, AlpacaEval leaderboard)", "needs an ORPO run", _orpo),
-    ]
-
-
-#: The most likely reason for a disagreement, per claim id (shown only when the verdict is "disagrees").
-REASONS = {
-    "rq2.all-improve-on-sft": (
-        "our SFT student already writes close to the fixed baseline the judge compares with, and preference "
-        "training lengthens its outputs (length column of Table 3); the paper's SFT model started far below its "
-        "baseline (LC 7.57), with more room to improve"
-    ),
-    "rq2.dpo-best": (
-        "the alternatives' β grids are ours (the paper does not give them), so an optimum may lie between or beyond "
-        "our grid points; with few seeds the ordering may also be within noise (see the note)"
-    ),
-    "rq2.probability-large-beta": (
-        "the probability objective's score is almost flat in β in our sweep, so its argmax is decided by small "
-        "differences; our short training budget saturates the pairs at every β"
-    ),
-    "rq2.probability-longer": (
-        "our responses are tens of characters and generation is capped at the profile's max_new_tokens, which "
-        "limits how much longer the reference-free policy can get; the paper's outputs run to hundreds of tokens"
-    ),
-    "rq2.probability-extreme-eos": (
-        "our responses are short, so EOS comes after few tokens and training changes its log-prob less than in "
-        "the paper's long responses"
-    ),
-    "rq2.dpo-separates-eos": (
-        "in our preference data chosen and rejected responses may differ less in where they end than in "
-        "UltraFeedback, so no objective separates EOS much"
-    ),
-}
-
-
-def disagreements(card: pd.DataFrame, reasons: dict | None = None) -> str:
-    """Markdown: every claim whose verdict is "disagrees", what we measured and the most likely reason.
-
-    Args:
-        card: a scorecard (:func:`dpolib.scorecard.scorecard`).
-        reasons: ``{claim id: reason}`` (default :data:`REASONS`).
+    No reason is typed in: the row's measured values and note (computed from the records) are all it says.
     """
-    reasons = REASONS if reasons is None else reasons
-    rows = card[card["verdict"] == "disagrees"]
+    rows = card[card["verdict"] == DISAGREES]
     if rows.empty:
-        return "Every claim we could test **agrees** with the paper in these runs."
+        return "No claim **disagrees** with the paper in these runs (see the scorecard for the other outcomes)."
     lines = [f"We **disagree** with the paper on {len(rows)} of {len(card)} claims in these runs:", ""]
     for _, r in rows.iterrows():
-        why = reasons.get(r["id"], "not analysed")
-        lines.append(f"- *{r['claim']}* ({r['source']}). Paper: {r['paper']}. Ours: {r['ours']}. "
-                     f"Most likely reason: {why}.")
+        lines.append(f"- *{r['claim']}* ({r['source']}). Paper: {r['paper']}. Ours: {r['ours']}"
+                     + (f" ({r['note']})." if r["note"] else "."))
     return "\n".join(lines)
 
 
 def answer(ev: dict, card: pd.DataFrame) -> str:
-    """The chapter's one-paragraph answer, computed from :func:`evidence` and the scorecard."""
+    """The chapter's one-paragraph answer, computed from :func:`~dpolib.chapters.rq2.evidence` and the scorecard (``rq2.dpo-best``'s verdict)."""
     best, s = ev["best"], ev["stats"]
     if any(best[o] is None for o in OBJECTIVES) or ev["sft"] is None:
         return "Some objective has no usable run at this profile; see the scorecard."
     ordering = sorted(OBJECTIVES, key=lambda o: -s[o].mean)
-    winner = ordering[0]
     counts = verdict_counts(card)
+    row = card.set_index("id").loc["rq2.dpo-best"] if "rq2.dpo-best" in set(card["id"]) else None
+    verdict = "" if row is None else row["verdict"]
+    says = {
+        AGREES: "DPO with its SFT reference beats both alternatives beyond the paired 95% intervals, as in the paper. ",
+        DISAGREES: "Unlike the paper, an alternative beats DPO with its SFT reference beyond the paired 95% interval. ",
+        INCONCLUSIVE: "Whether DPO with its SFT reference is best cannot be told from our intervals. ",
+        NOT_TESTABLE: f"Whether DPO is best is not testable here ({row['note'] if row is not None else ''}). ",
+    }.get(verdict, "")
     return (
-        f"In our lab world the best objective is {winner} ({s[winner].mean:.2f}), ahead of "
-        + " and ".join(f"{o} ({s[o].mean:.2f})" for o in ordering[1:])
-        + f"; the SFT model scores {s['sft'].mean:.2f} (LC win rate, %). "
-        + ("DPO with its SFT reference is best, as in the paper. " if winner == "dpo"
-           else "Unlike the paper, DPO with its SFT reference is not best here. ")
-        + f"{counts['agrees']} of the paper's {len(card)} RQ2 claims agree with our runs, {counts['disagrees']} "
-        f"disagree and {counts['not tested']} cannot be tested (scorecard below)."
+        "In our lab world the mean best-β LC win rates are "
+        + ", ".join(f"{o} {s[o].mean:.2f}" for o in ordering)
+        + f"; the SFT model scores {s['sft'].mean:.2f} (%). " + says
+        + f"Of the paper's {len(card)} RQ2 claims, {counts[AGREES]} agree with our runs, {counts[DISAGREES]} disagree, "
+        f"{counts[INCONCLUSIVE]} are inconclusive and {counts[NOT_TESTABLE]} are not testable (scorecard below)."
     )

@@ -35,16 +35,15 @@ from .. import paper, paths, plotting
 from ..experiments.config import BETAS
 from ..experiments.records import Record, load_grid, select
 from ..provenance import read_json
-from ..scorecard import Claim, Measurement, verdict_counts
-from ..stats import spearman
+from ..scorecard import AGREES, DISAGREES, INCONCLUSIVE, NOT_TESTABLE, verdict_counts
 from ..world.families import reference_model
 from .common import arm_stats, best_record, compare, pm, student_label, students, sweep
 
 __all__ = [
     "REFERENCES", "REFERENCE_LABELS", "PAPER_PAIRS", "GRIDS", "load", "pool", "appendix_e_reference", "best_table",
     "best_table_with_paper", "sweep_table", "gains", "appendix_e_table", "plot_sweeps", "plot_appendix_e",
-    "load_compatibility", "compatibility_frame", "plot_compatibility", "reference_strength", "evidence", "claims",
-    "REASONS", "answer",
+    "load_compatibility", "compatibility_frame", "plot_compatibility", "reference_strength", "evidence",
+    "answer",
 ]
 
 #: The three references of RQ3 (the run configs' names).
@@ -372,7 +371,7 @@ def reference_strength(profile: str, root: Path | None = None) -> pd.DataFrame:
 def evidence(recs: Records, compat: dict | None = None, replicates: Replicates | None = None) -> dict:
     """Everything the RQ3 and App. E claims are measured from.
 
-    Keys: ``students``, ``gains`` (:func:`gains`), ``sft`` ({student: LC}), ``compat``
+    Keys: ``records`` (:func:`pool`, every world seed), ``students``, ``gains`` (:func:`gains`), ``sft`` ({student: LC}), ``compat``
     (:func:`compatibility_frame` of ``compat``, :func:`load_compatibility`'s dict), ``appendix_e``
     ({student: {best, best_beta, reference, reference_beta, n_runs}}).
     """
@@ -385,184 +384,7 @@ def evidence(recs: Records, compat: dict | None = None, replicates: Replicates |
             app[s] = {"best": b.lc, "best_beta": b.beta, "reference": ref.lc, "reference_beta": ref.beta,
                       "n_runs": len(_runs(recs, s, "rq1-best"))}
     sft = {s: _lc(_sft(recs, s)) for s in ss}
-    return {"students": ss, "gains": g, "sft": sft, "compat": compatibility_frame(compat, g), "appendix_e": app}
-def _row(ev, student, ref):
-    g = ev["gains"]
-    sub = g[(g["student"] == student) & (g["reference"] == ref)]
-    return None if sub.empty or math.isnan(sub["best"].iloc[0]) else sub.iloc[0]
-
-
-def _need(ev, *refs):
-    missing = [f"{s}/{r}" for s in ev["students"] for r in refs if _row(ev, s, r) is None]
-    return Measurement.missing("no usable run for " + ", ".join(missing)) if missing or not ev["students"] else None
-
-
-def _compatible_beats_self(ev) -> Measurement:
-    if (m := _need(ev, "self", "compatible")):
-        return m
-    rows = {s: _row(ev, s, "compatible") for s in ev["students"]}
-    shown = "; ".join(f"{s}: {r['best']:.2f} vs self {_row(ev, s, 'self')['best']:.2f}" for s, r in rows.items())
-    notes = "; ".join(f"{s}: {r['seed note']}" for s, r in rows.items())
-    return Measurement({s: r["gain vs self"] for s, r in rows.items()}, all(r["gain vs self"] > 0 for r in rows.values()),
-                       shown, notes)
-
-
-def _only_if_compatible(ev) -> Measurement:
-    if (m := _need(ev, "self", "compatible", "incompatible")):
-        return m
-    gc = {s: _row(ev, s, "compatible")["gain vs self"] for s in ev["students"]}
-    gi = {s: _row(ev, s, "incompatible")["gain vs self"] for s in ev["students"]}
-    ok = all(gc[s] > 0 >= gi[s] for s in ev["students"])
-    shown = "; ".join(f"{s}: compatible {gc[s]:+.2f}, incompatible {gi[s]:+.2f}" for s in ev["students"])
-    return Measurement((gc, gi), ok, shown, "gain of the best score over the self reference's best")
-
-
-def _incompatible_vs_sft(ev) -> Measurement:
-    if (m := _need(ev, "incompatible")):
-        return m
-    below = {s: _row(ev, s, "incompatible")["gain vs SFT"] <= 0 for s in ev["students"]}
-    shown = "; ".join(f"{s}: {_row(ev, s, 'incompatible')['best']:.2f} vs SFT {ev['sft'][s]:.2f}" for s in ev["students"])
-    k = sum(below.values())
-    return Measurement(k, k >= 1, shown, f"{k} of {len(below)} students do not beat their SFT model (paper: 1 of 2)")
-
-
-def _beta_larger(ev) -> Measurement:
-    if (m := _need(ev, "self", "compatible")):
-        return m
-    pairs = {s: (_row(ev, s, "compatible")["best β"], _row(ev, s, "self")["best β"]) for s in ev["students"]}
-    shown = "; ".join(f"{s}: {c:g} vs self {b:g}" for s, (c, b) in pairs.items())
-    top = max(BETAS["rq3"])
-    at_top = [s for s, (_, b) in pairs.items() if b >= top]
-    note = "best β over the pooled RQ1 and RQ3 grids (self) and the RQ3 grid (compatible)"
-    if at_top:
-        note += f"; self's best β is already the largest tried ({top:g}) for " + ", ".join(at_top)
-    return Measurement(pairs, all(c > b for c, b in pairs.values()), shown, note)
-
-
-def _tokenizer(ev) -> Measurement:
-    if (m := _need(ev, "self", "incompatible")):
-        return m
-    gi = {s: _row(ev, s, "incompatible")["gain vs self"] for s in ev["students"]}
-    helped = [s for s, g in gi.items() if g > 0]
-    if helped:
-        return Measurement(gi, True, "; ".join(f"{s}: {g:+.2f}" for s, g in gi.items()),
-                           "a reference with another tokenizer (and family) helped: " + ", ".join(helped))
-    return Measurement(gi, None, "; ".join(f"{s}: {g:+.2f}" for s, g in gi.items()),
-                       "not testable here: our compatible reference shares the student's tokenizer, and the other-tokenizer "
-                       "reference is also from another family, so a failure cannot be blamed on the tokenizer")
-
-
-def _practice(ev) -> Measurement:
-    parts = {"compatible beats self": _compatible_beats_self(ev), "incompatible does not": _only_if_compatible(ev),
-             "larger best β": _beta_larger(ev)}
-    if any(p.agrees is None for p in parts.values()):
-        return Measurement.missing("needs the self, compatible and incompatible sweeps of every student")
-    failed = [k for k, p in parts.items() if not p.agrees]
-    return Measurement({k: p.agrees for k, p in parts.items()}, not failed,
-                       "; ".join(f"{k}: {'yes' if p.agrees else 'no'}" for k, p in parts.items()),
-                       "all three parts hold" if not failed else "fails: " + ", ".join(failed))
-
-
-def _compat_predicts(ev, measure: str = "logp_corr") -> Measurement:
-    f = ev["compat"]
-    f = f[f["reference"] != "self"].dropna(subset=[measure, "gain vs self"])
-    if len(f) < 2:
-        return Measurement.missing("no compatibility measures (python -m dpolib.experiments world writes them) or too few references")
-    within = []
-    for s, sub in f.groupby("student"):
-        if len(sub) == 2:
-            a, b = sub.iloc[0], sub.iloc[1]
-            more = a if (a[measure] > b[measure]) == (measure != "kl") else b  # larger corr / smaller KL = more compatible
-            other = b if more is a else a
-            within.append(more["gain vs self"] > other["gain vs self"])
-    rho = spearman(f[measure], f["gain vs self"])
-    if measure == "kl":
-        rho = -rho
-    shown = f"Spearman {rho:+.2f} over {len(f)} student-reference pairs; more compatible reference gains more for {sum(within)} of {len(within)} students"
-    return Measurement(rho, bool(within) and all(within), shown,
-                       f"measure: {measure}; 4 points cannot separate a measure from the family label it follows")
-
-
-def _appendix_e(ev) -> Measurement:
-    app = ev["appendix_e"]
-    if not app:
-        return Measurement.missing("no Appendix E runs or no RQ1 record for the reference")
-    over = {s: a["best"] > a["reference"] for s, a in app.items()}
-    larger = {s: a["best_beta"] > a["reference_beta"] for s, a in app.items()}
-    shown = "; ".join(f"{s}: {a['best']:.2f} at β {a['best_beta']:g} vs reference {a['reference']:.2f} (its β {a['reference_beta']:g})"
-                      for s, a in app.items())
-    ok = all(over.values()) and all(larger.values())
-    note = "overtakes at a larger β" if ok else (
-        "does not overtake its reference" if not all(over.values()) else "overtakes, but not at a larger β")
-    return Measurement(app, ok, shown, note)
-
-
-def claims() -> list[Claim]:
-    """The RQ3, best-practice-2, open-question and Appendix E claims (digest §1, §6; Tables 4, 5, 7)."""
-    t5 = paper.TABLE5
-    return [
-        Claim("rq3.compatible-beats-self", "RQ3", "A stronger, compatible reference beats the self reference", "§6, Table 5",
-              f"mistral-7b: {t5.cell('mistral-7b', 'mistral-v0.2')} vs {t5.cell('mistral-7b', 'self')}; "
-              f"tulu-2-7b: {t5.cell('tulu-2-7b', 'llama3')} vs {t5.cell('tulu-2-7b', 'self')}",
-              "for every student, best LC with the compatible reference > best with self (means over seeds)",
-              _compatible_beats_self),
-        Claim("rq3.only-if-compatible", "RQ3", "A stronger reference helps only when it is compatible", "§6, Table 5",
-              f"incompatible: mistral-7b {t5.cell('mistral-7b', 'llama3')} < self {t5.cell('mistral-7b', 'self')}; "
-              f"tulu-2-7b {t5.cell('tulu-2-7b', 'mistral-v0.2')} < self {t5.cell('tulu-2-7b', 'self')}",
-              "for every student, gain over self > 0 with the compatible reference and ≤ 0 with the incompatible one",
-              _only_if_compatible),
-        Claim("rq3.incompatible-not-above-sft", "RQ3", "An incompatible reference need not even beat the SFT model",
-              "§6, Tables 4-5", f"tulu-2-7b with mistral-v0.2: {t5.cell('tulu-2-7b', 'mistral-v0.2')} vs SFT "
-              f"{t5.cell('tulu-2-7b', 'original')} (3 of 5 β degenerate)",
-              "at least one student's best with the incompatible reference ≤ its SFT model", _incompatible_vs_sft),
-        Claim("rq3.beta-larger-with-compatible", "RQ3", "With a stronger compatible reference the optimal β is larger",
-              "§6, Table 4", "β = 1.0 vs 0.01 (mistral-7b) and 0.02 (tulu-2-7b) with self",
-              "for every student, best β (compatible) > best β (self)", _beta_larger),
-        Claim("rq3.no-shared-tokenizer-needed", "RQ3", "Compatibility does not need a shared tokenizer", "§6, Table 5",
-              f"tulu-2-7b gains from llama3 (another tokenizer): {t5.cell('tulu-2-7b', 'llama3')} vs {t5.cell('tulu-2-7b', 'self')}",
-              "a reference with another tokenizer improves on self for some student", _tokenizer),
-        Claim("practice.compatible-stronger-reference", "Practice",
-              "Best practice 2: a stronger reference can help but must be compatible; then use a larger β",
-              "§7 (Introduction)", "20.25 at β = 1.0 (mistral-7b, mistral-v0.2)",
-              "the three RQ3 criteria above hold together", _practice),
-        Claim("open.compatibility-measure", "Open question",
-              "Compatibility can be measured, and the measure predicts which reference helps", "§7 (open question)",
-              "no measure given; KL estimates called high-variance",
-              "within each student, the reference with the higher log-prob correlation has the larger gain",
-              _compat_predicts),
-        Claim("appe.student-overtakes-reference", "App. E",
-              "A student regularised to its own best DPO model overtakes that reference, at a larger β", "App. E, Table 7",
-              "16.75 at β = 1.0 vs reference 16.24 (β = 0.01)",
-              "best App. E LC > the reference's LC, at a β larger than the reference's own", _appendix_e),
-    ]
-
-
-#: The most likely reason for a disagreement, per claim id (shown only when the verdict is "disagrees").
-REASONS = {
-    "rq3.compatible-beats-self": (
-        "our stronger reference is only a wider, deeper SFT model of the same family, trained on the same SFT "
-        "data; pulling the student towards a model whose probabilities it cannot represent at its size costs "
-        "capacity, while the paper's mistral-v0.2 was a much better instruction model (LC 20.55 vs 7.57)"
-    ),
-    "rq3.only-if-compatible": (
-        "see the two claims it combines: the compatible reference must help and the incompatible one must not"
-    ),
-    "rq3.incompatible-not-above-sft": (
-        "our incompatible reference is only moderately stronger, so regularising towards it costs little"
-    ),
-    "rq3.beta-larger-with-compatible": (
-        "if the self reference's optimum is already at the largest β tried (see the note), no larger β exists "
-        "in the grid; otherwise the compatible reference is not strong enough for the pull towards it to pay"
-    ),
-    "practice.compatible-stronger-reference": "it holds only if the three RQ3 claims above hold",
-    "open.compatibility-measure": (
-        "four points, two per student, cannot rank references reliably when the gains are within noise"
-    ),
-    "appe.student-overtakes-reference": (
-        "our RQ1-best model is itself a weak improvement (or none) over SFT, so regularising to it at a large β "
-        "keeps the student close to a model that is not better"
-    ),
-}
+    return {"records": pool(recs), "students": ss, "gains": g, "sft": sft, "compat": compatibility_frame(compat, g), "appendix_e": app}
 
 
 def answer(ev: dict, card: pd.DataFrame) -> str:
@@ -587,6 +409,6 @@ def answer(ev: dict, card: pd.DataFrame) -> str:
     }.get(verdict.get("rq3.only-if-compatible"), "")
     return (
         "In our lab world, " + "; ".join(parts) + " (points of LC win rate against the self reference's best). "
-        + pattern + f"{counts['agrees']} of the {len(card)} claims agree, {counts['disagrees']} disagree and "
-        f"{counts['not tested']} cannot be tested here."
+        + pattern + f"Of the {len(card)} claims, {counts[AGREES]} agree, {counts[DISAGREES]} disagree, "
+        f"{counts[INCONCLUSIVE]} are inconclusive and {counts[NOT_TESTABLE]} are not testable here."
     )
