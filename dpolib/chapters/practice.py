@@ -213,6 +213,7 @@ def checklist(card: pd.DataFrame, ev: PracticeEvidence, trajectories: pd.DataFra
     n_flat = int(log2["stays_flat"].sum()) if len(log2) else 0
     flat_betas = sorted({float(b) for b in log2.loc[log2["stays_flat"], "beta"]}) if n_flat else []
     n_start = int(log2["starts_at_log2"].sum()) if len(log2) else 0
+    n_step1 = int(log2["has_step1"].sum()) if len(log2) else 0
     start_refs = sorted(set(log2.loc[log2["starts_at_log2"], "reference"])) if n_start else []
     trained = lengths[lengths["objective"] != "sft"] if len(lengths) else lengths
     n_longer = int(trained["longer_than_sft"].sum()) if len(trained) else 0
@@ -252,8 +253,11 @@ def checklist(card: pd.DataFrame, ev: PracticeEvidence, trajectories: pd.DataFra
         ("A step-1 loss of exactly log 2 means the reference equals the initial policy; a loss that stays near log 2 "
          "means β·margin stays small (expected at tiny β; a bug if the margins are exactly 0 throughout).",
          "Eq. 5 at zero margin",
-         f"{n_start} of {len(log2)} runs started at log 2 (references: {', '.join(start_refs) or 'none'}); "
-         f"{n_flat} started and ended within 10% of log 2"
+         (f"{n_start} of {n_step1} runs with a logged step 1 started at log 2 "
+          f"(references: {', '.join(start_refs) or 'none'}); " if n_step1 else
+          "no run keeps its step-1 loss (the records keep window means of their curves), so the start is not "
+          "measured here; ")
+         + f"{n_flat} started and ended within 10% of log 2"
          + (f" (β = {', '.join(f'{b:g}' for b in flat_betas)})." if flat_betas else "."),
          "§ A loss stuck at log 2"),
         ("Log output length and the EOS log-prob next to the score; a falling β lengthens outputs.",

@@ -221,9 +221,11 @@ def loss_vs_log2(records: Iterable[Record], frac: float = 0.1, flat_tol: float =
       ``flat_tol``·log 2 of log 2: the reward margin β·h stayed small throughout, which at tiny β
       happens however far h itself moves.
 
-    Columns: config columns, ``loss_start`` (step 1), ``margin_start`` (β·h at step 1),
+    Columns: config columns, ``loss_start`` (the first logged row), ``margin_start`` (β·h there),
     ``h_start``, ``loss_end``, ``margin_end``, ``h_end``, ``first_order`` (log 2 − margin_end/2),
-    ``starts_at_log2``, ``stays_flat``.
+    ``has_step1`` (the first row is step 1 itself; records that keep only window means of their
+    curves, :func:`dpolib.experiments.records.compact_curves`, cannot show step 1), ``starts_at_log2``
+    (only ever true with ``has_step1``), ``stays_flat``.
     """
     rows = []
     for r in _trained(records):
@@ -240,7 +242,8 @@ def loss_vs_log2(records: Iterable[Record], frac: float = 0.1, flat_tol: float =
                 "margin_end": margin_end,
                 "h_end": window_change(cv["h"], frac)[1],
                 "first_order": LOG2 - margin_end / 2,
-                "starts_at_log2": bool(abs(float(cv["h"].iloc[0])) < start_tol),
+                "has_step1": bool(cv.index[0] == 1),
+                "starts_at_log2": bool(cv.index[0] == 1 and abs(float(cv["h"].iloc[0])) < start_tol),
                 "stays_flat": bool(max(abs(loss_start - LOG2), abs(loss_end - LOG2)) < flat_tol * LOG2),
             }
         )
