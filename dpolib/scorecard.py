@@ -48,7 +48,7 @@ import pandas as pd
 from .stats import Interval
 
 __all__ = [
-    "Measurement", "Claim", "scorecard", "verdict_counts", "side_by_side", "style", "decide", "decide_by_worlds",
+    "Measurement", "Claim", "directed_claims", "scorecard", "verdict_counts", "side_by_side", "style", "decide", "decide_by_worlds",
     "combine", "AGREES", "DISAGREES", "INCONCLUSIVE", "NOT_TESTABLE", "NOT_TESTED", "OUTCOMES", "VERDICTS",
 ]  # fmt: skip
 
@@ -222,6 +222,22 @@ class Claim:
         if not isinstance(m, Measurement):
             raise TypeError(f"claim {self.id}: measure returned {type(m).__name__}, expected Measurement")
         return m
+
+
+def directed_claims(specs: Iterable[tuple], flipped: Iterable[str] = ()) -> list[Claim]:
+    """Claims from ``(id, rq, claim, source, paper_value, criterion, measure)`` specs, where
+    ``measure(evidence, direction)`` tests the claimed direction at ``+1`` and the opposite at ``-1``.
+
+    An id in ``flipped`` is tested in the opposite direction: the tests use it to show that each
+    criterion can fail. Raises ``ValueError`` naming any id of ``flipped`` that no spec has.
+    """
+    specs, flipped = list(specs), set(flipped)
+    unknown = flipped - {spec[0] for spec in specs}
+    if unknown:
+        raise ValueError(f"unknown claim ids: {sorted(unknown)}")
+    return [Claim(cid, rq, text, source, paper_value, criterion,
+                  lambda ev, m=measure, d=(-1 if cid in flipped else 1): m(ev, d))
+            for cid, rq, text, source, paper_value, criterion, measure in specs]
 
 
 def scorecard(claims: Iterable[Claim], evidence: Any) -> pd.DataFrame:

@@ -29,7 +29,7 @@ from typing import Iterable
 
 from .. import paper
 from ..experiments.records import Record
-from ..scorecard import Claim, Measurement, combine, decide
+from ..scorecard import directed_claims, Claim, Measurement, combine, decide
 from . import rq1_claims as q
 from .common import best_record, student_label
 from .evidence import compare_arms
@@ -261,15 +261,7 @@ CLAIM_IDS = tuple(spec[0] for spec in _SPECS)
 def claims(flipped: Iterable[str] = ()) -> list[Claim]:
     """The Practice claims over a :class:`~dpolib.chapters.practice.PracticeEvidence`; an id in ``flipped`` tests
     the opposite direction (for tests)."""
-    flipped = set(flipped)
-    unknown = flipped - set(CLAIM_IDS)
-    if unknown:
-        raise ValueError(f"unknown claim ids: {sorted(unknown)}")
-    out = []
-    for cid, rq, text, source, paper_value, criterion, per_student in _SPECS:
-        measure, d = _each_student(per_student), -1 if cid in flipped else 1
-        out.append(Claim(cid, rq, text, source, paper_value, criterion, lambda ev, m=measure, d=d: m(ev, d)))
-    return out
+    return directed_claims([(*spec[:6], _each_student(spec[6])) for spec in _SPECS], flipped)
 
 
 #: The Practice claims, each with its criterion.

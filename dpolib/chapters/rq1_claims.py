@@ -31,7 +31,7 @@ import pandas as pd
 
 from .. import paper
 from ..experiments.records import Record
-from ..scorecard import DISAGREES, Claim, Measurement, combine, decide, decide_by_worlds
+from ..scorecard import directed_claims, DISAGREES, Claim, Measurement, combine, decide, decide_by_worlds
 from ..stats import spearman
 from ..world.profiles import get_profile
 from . import rq1
@@ -405,16 +405,7 @@ CLAIM_IDS = tuple(spec[0] for spec in _SPECS)
 
 def claims(flipped: Iterable[str] = ()) -> list[Claim]:
     """The RQ1 claims, each with its criterion; a claim id in ``flipped`` tests the opposite direction (for tests)."""
-    flipped = set(flipped)
-    unknown = flipped - set(CLAIM_IDS)
-    if unknown:
-        raise ValueError(f"unknown claim ids: {sorted(unknown)}")
-    out = []
-    for cid, rq, text, source, paper_value, criterion, per_student in _SPECS:
-        measure = _each_student(per_student)
-        d = -1 if cid in flipped else 1
-        out.append(Claim(cid, rq, text, source, paper_value, criterion, lambda ev, m=measure, d=d: m(ev, d)))
-    return out
+    return directed_claims([(*spec[:6], _each_student(spec[6])) for spec in _SPECS], flipped)
 
 
 #: The RQ1 claims (digest §1 and best practice 1 of §6), each with our criterion.

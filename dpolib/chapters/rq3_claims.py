@@ -22,7 +22,7 @@ from typing import Iterable
 
 from .. import paper
 from ..experiments.config import BETAS
-from ..scorecard import AGREES, DISAGREES, NOT_TESTABLE, NOT_TESTED, Claim, Measurement, combine, decide, decide_by_worlds
+from ..scorecard import directed_claims, AGREES, DISAGREES, NOT_TESTABLE, NOT_TESTED, Claim, Measurement, combine, decide, decide_by_worlds
 from .common import student_label
 from .evidence import compare_arms
 from .rq2_claims import arm
@@ -191,9 +191,6 @@ def _appendix_e(ev, d):
 def claims(flipped: Iterable[str] = ()) -> list[Claim]:
     """The RQ3, best-practice-2, open-question and Appendix E claims (digest §1, §6; Tables 4, 5, 7) on
     :func:`dpolib.chapters.rq3.evidence`; ids in ``flipped`` have their criterion's direction reversed."""
-    flipped = set(flipped)
-    if flipped - set(CLAIM_IDS):
-        raise ValueError(f"unknown claim ids: {sorted(flipped - set(CLAIM_IDS))}")
     t5, t7 = paper.TABLE5, paper.TABLE7
     col = t7.columns[0]
     pooled = "paired 95% interval on LC and gold, pooled over the world seeds of the best-β arms"
@@ -239,5 +236,4 @@ def claims(flipped: Iterable[str] = ()) -> list[Claim]:
          f"for every student with App. E runs, App. E best − its reference > 0 ({pooled}) at a larger β; not testable when neither "
          "beats SFT", _appendix_e),
     ]
-    return [Claim(cid, rq, text, source, pv, crit, lambda ev, f=f, d=(-1 if cid in flipped else 1): f(ev, d))
-            for cid, rq, text, source, pv, crit, f in specs]
+    return directed_claims(specs, flipped)
