@@ -43,6 +43,9 @@ __all__ = [
     "Generation",
     "GenerationSettings",
     "generate",
+    "encode_prompts",
+    "prompt_batches",
+    "to_generation",
     "is_degenerate",
     "PairwiseJudge",
     "win_rate",
@@ -115,13 +118,12 @@ def generate(
     model.eval()
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    encoded = [list(_ids(tokenizer.apply_chat_template(list(p), tokenize=True, add_generation_prompt=True))) for p in prompts]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    encoded = encode_prompts(tokenizer, prompts)
     out: list[Generation | None] = [None] * len(encoded)
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(settings.seed)
-    for start in tqdm(range(0, len(order), settings.batch_size), desc="generating", disable=not progress_enabled(progress)):
-        idx = order[start : start + settings.batch_size]
+    batches = prompt_batches(encoded, settings.batch_size)
+    for idx in tqdm(batches, desc="generating", disable=not progress_enabled(progress)):
         width = max(len(encoded[i]) for i in idx)
         input_ids = torch.full((len(idx), width), pad, dtype=torch.long)
         attention_mask = torch.zeros((len(idx), width), dtype=torch.long)
@@ -135,15 +137,35 @@ def generate(
             kwargs.update(temperature=None, top_p=None, top_k=None)
         sequences = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **kwargs)
         for row, i in enumerate(idx):
-            new = sequences[row, width:].tolist()
-            finished = eos in new
-            if finished:
-                new = new[: new.index(eos) + 1]
-            text = tokenizer.decode([t for t in new if t != eos and t != pad], skip_special_tokens=True)
-            out[i] = Generation(text=text.strip(), token_ids=new, finished=finished)
+            out[i] = to_generation(sequences[row, width:].tolist(), tokenizer)
     torch.random.set_rng_state(generator_state)
     model.train(was_training)
     return out  # type: ignore[return-value]
+
+
+def encode_prompts(tokenizer, prompts: Sequence[Sequence[dict]]) -> list[list[int]]:
+    """Each conversational prompt's ids under the chat template, ending with the generation prompt."""
+    return [list(_ids(tokenizer.apply_chat_template(list(p), tokenize=True, add_generation_prompt=True)))
+            for p in prompts]
+
+
+def prompt_batches(encoded: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
+    """Indices of ``encoded`` in batches of ``batch_size``, by prompt length (the order :func:`generate` uses)."""
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def to_generation(new_ids: Sequence[int], tokenizer) -> Generation:
+    """A :class:`Generation` from the ids generated after the prompt: cut after the first EOS, decoded without
+    special tokens (``finished`` when EOS was generated)."""
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    new = list(new_ids)
+    finished = eos in new
+    if finished:
+        new = new[: new.index(eos) + 1]
+    text = tokenizer.decode([t for t in new if t != eos and t != pad], skip_special_tokens=True)
+    return Generation(text=text.strip(), token_ids=new, finished=finished)
 
 
 def _ids(out):

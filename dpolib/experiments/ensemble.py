@@ -137,6 +137,24 @@ class StackedLM:
         self.lm_head = "lm_head.weight" if "lm_head.weight" in self.params else self.embed
 
     # -- weights in and out -----------------------------------------------------------
+    @classmethod
+    def from_models(cls, models) -> "StackedLM":
+        """K members holding the weights of ``models`` (K Hugging Face models of one architecture and shape)."""
+        models = list(models)
+        if not models:
+            raise ValueError("an ensemble needs at least one member, got no models")
+        stacked = cls(models[0], len(models))
+        with torch.no_grad():
+            for m, model in enumerate(models[1:], start=1):
+                named = dict(model.named_parameters())
+                if set(named) != set(stacked.params) or any(named[n].shape != p.shape[1:]
+                                                            for n, p in stacked.params.items()):
+                    raise ValueError(f"model {m} differs in architecture from model 0; only models of one "
+                                     "configuration can be stacked")
+                for name, p in stacked.params.items():
+                    p[m].copy_(named[name].to(p.dtype))
+        return stacked
+
     def parameters(self) -> list[torch.Tensor]:
         return list(self.params.values())
 

@@ -96,10 +96,17 @@ def _train(policy, tokenizer, train, config: RunConfig, backend: Backend, world,
     return backend.after_training(trainer.model), curves
 
 
-def _evaluate(policy, tokenizer, config: RunConfig, backend: Backend, world, val):
-    settings = E.GenerationSettings(max_new_tokens=backend.max_new_tokens(),
-                                    batch_size=backend.generation_batch_size(), seed=config.seed)
-    generations = E.generate(policy, tokenizer, world.test_messages, settings)
+def _generation_settings(config: RunConfig, backend: Backend) -> E.GenerationSettings:
+    return E.GenerationSettings(max_new_tokens=backend.max_new_tokens(),
+                                batch_size=backend.generation_batch_size(), seed=config.seed)
+
+
+def _evaluate(policy, tokenizer, config: RunConfig, backend: Backend, world, val, generations=None):
+    """The record's metrics; ``generations`` are the policy's test generations when already made (a sweep's,
+    decoded by all members at once), else they are generated here."""
+    settings = _generation_settings(config, backend)
+    if generations is None:
+        generations = E.generate(policy, tokenizer, world.test_messages, settings)
     judged = backend.judge(config, world, generations)
     prompts, chosen, rejected = list(val["prompt"]), list(val["chosen"]), list(val["rejected"])
     policy_pairs = score_pairs(backend.scorer(policy, tokenizer, world), prompts, chosen, rejected)
@@ -140,14 +147,14 @@ def _prepare(config: RunConfig, backend: Backend, world, root: Path | None):
 
 
 def _finish(config: RunConfig, policy, tokenizer, curves, *, backend: Backend, world, val, path: Path,
-            times: dict, reference_name: str, keep_policy: bool, trainer: dict) -> Record:
+            times: dict, reference_name: str, keep_policy: bool, trainer: dict, generations=None) -> Record:
     """Steps 4 and after: keep the policy if asked, evaluate it, write and return the record."""
     if keep_policy and config.objective != "sft":
         save_policy(policy, tokenizer, backend.policy_dir(config))
     t = time.perf_counter()
     policy.eval()
-    metrics = _evaluate(policy, tokenizer, config, backend, world, val)
-    times["evaluate"] = time.perf_counter() - t
+    metrics = _evaluate(policy, tokenizer, config, backend, world, val, generations)
+    times["evaluate"] = time.perf_counter() - t + times.pop("generate_shared", 0.0)
     times["total"] = sum(v for k, v in times.items() if k != "total")
     record = Record(
         config=config, metrics=metrics, curves=tuple(compact_curves(curves)),
@@ -241,15 +248,36 @@ def run_sweep(configs: list[RunConfig], *, root: Path | None = None, force: bool
             result = train_sweep(policy, tokenizer, [train for train, *_ in prepared], [c.beta for c, _ in todo],
                                  dpo_args, seed=todo[0][0].seed)
             train_s = (time.perf_counter() - t) / len(todo)
+            models = [backend.after_training(model) for model, _ in result.members]
+            t = time.perf_counter()
+            generations = _generate_members(models, tokenizer, todo[0][0], backend, world)
+            generate_s = (time.perf_counter() - t) / len(todo)
             trainer = {"engine": "sweep", "members": len(todo), "betas": [c.beta for c, _ in todo],
-                       "padding": result.padding}
-            for (config, path), (_, val, name, pre_s), (model, curves) in zip(todo, prepared, result.members):
-                times = {"world": world_s, "precompute": pre_s, "train": train_s}
-                done[config] = _finish(config, backend.after_training(model), tokenizer, curves, backend=backend,
+                       "padding": result.padding, "generation": "stacked" if generations else "per member"}
+            for m, ((config, path), (_, val, name, pre_s), (_, curves)) in enumerate(zip(todo, prepared,
+                                                                                           result.members)):
+                times = {"world": world_s, "precompute": pre_s, "train": train_s, "generate_shared": generate_s}
+                done[config] = _finish(config, models[m], tokenizer, curves, backend=backend,
                                        world=world, val=val, path=path, times=times, reference_name=name,
-                                       keep_policy=keep_policy, trainer=trainer)
+                                       keep_policy=keep_policy, trainer=trainer,
+                                       generations=generations[m] if generations else None)
             backend.free()
     return [done[c] for c in configs]
+
+
+def _generate_members(models: list, tokenizer, config: RunConfig, backend: Backend, world):
+    """Every member's test generations decoded together (:func:`~dpolib.experiments.ensemble_generate.generate_ensemble`),
+    or ``None`` where the members cannot be stacked (then each is generated on its own, as :func:`run` does)."""
+    from .ensemble import SUPPORTED
+    from .ensemble_generate import generate_ensemble
+
+    settings = _generation_settings(config, backend)
+    if settings.do_sample or any(m.config.model_type not in SUPPORTED for m in models) or \
+            any(p.device.type != "cpu" for p in models[0].parameters()):
+        return None
+    for m in models:
+        m.eval()
+    return generate_ensemble(models, tokenizer, world.test_messages, settings)
 
 
 def _check_workers(workers: int) -> int:

@@ -1,0 +1,228 @@
+"""Greedy generation by K stacked members at once: a sweep's evaluation as one batched run (issue 15).
+
+Evaluating a β sweep means K greedy decodes of the same ≥ 2,000 test prompts by K
+models of one architecture. Run one after another through ``model.generate``, each
+decoding step of each member is a few hundred tiny kernels plus Hugging Face's
+per-step bookkeeping; here the K members decode together through
+:class:`dpolib.experiments.ensemble.StackedLM`'s stacked weights, so a step costs one
+pass of ``(K, rows, ...)`` batched kernels.
+
+What it computes is :func:`dpolib.evaluation.generate`'s greedy decode, member by
+member (``tests/test_ensemble_generate.py`` checks token-for-token equality with
+``model.generate`` on both architectures):
+
+* prompts are rendered with the chat template, sorted by length and cut into the same
+  batches (:func:`dpolib.evaluation.prompt_batches`), left-padded;
+* a row's positions count from its first real token (Hugging Face's
+  ``position_ids = cumsum(attention_mask) - 1``) and padding is never attended to;
+* each step appends ``argmax`` of the next-token logits; a row stops at EOS or after
+  ``max_new_tokens``.
+
+Two things make it cheaper than K separate decodes besides the stacking: the keys and
+values of every layer are cached in preallocated ``(K, rows, heads, length, head_dim)``
+blocks, and rows that have finished are dropped from the block once a quarter of it is
+done (a member with fewer rows left repeats one of its finished rows, whose output is
+ignored), so a batch with a few long answers does not keep paying for the short ones.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..evaluation import Generation, GenerationSettings, encode_prompts, prompt_batches, to_generation
+from .ensemble import StackedLM, _bmm, _rotate_half
+
+__all__ = ["generate_ensemble", "decode_batch"]
+
+#: Drop finished rows from the cache once the busiest member has this fraction of its rows left.
+COMPACT_BELOW = 0.75
+
+
+class _Cache:
+    """Keys and values of every layer for ``(K, rows)`` sequences, preallocated to the longest decode."""
+
+    def __init__(self, n_layers: int, k: int, rows: int, heads: int, length: int, head_dim: int):
+        shape = (k, rows, heads, length, head_dim)
+        self.keys = [torch.zeros(shape) for _ in range(n_layers)]
+        self.values = [torch.zeros(shape) for _ in range(n_layers)]
+
+    def keep(self, member: torch.Tensor, row: torch.Tensor) -> None:
+        """Keep rows ``row[k, j]`` of member ``member[k, 0]`` (``(K, rows')`` indices)."""
+        self.keys = [c[member, row] for c in self.keys]
+        self.values = [c[member, row] for c in self.values]
+
+
+class _Decoder:
+    """One batch of left-padded prompts decoded greedily by every member of ``stacked``."""
+
+    def __init__(self, stacked: StackedLM, prompts: Sequence[Sequence[int]], max_new_tokens: int, eos: int, pad: int):
+        self.s, self.k, self.eos = stacked, stacked.k, eos
+        rows, width = len(prompts), max(len(p) for p in prompts)
+        self.width, self.max_new = width, max_new_tokens
+        ids = torch.full((rows, width), pad, dtype=torch.long)
+        valid = torch.zeros((rows, width), dtype=torch.bool)
+        for r, p in enumerate(prompts):
+            ids[r, width - len(p):] = torch.tensor(list(p), dtype=torch.long)
+            valid[r, width - len(p):] = True
+        self.prompt_ids, self.prompt_valid = ids, valid
+        self.positions0 = (valid.long().cumsum(-1) - 1).clamp(min=0)  # HF: cumsum(mask) - 1, pads at 0
+        kv_heads = stacked.n_heads if stacked.kind == "gpt2" else stacked.n_kv_heads
+        head_dim = stacked.config.hidden_size // stacked.n_heads if stacked.kind == "gpt2" else stacked.head_dim
+        self.cache = _Cache(stacked.n_layers, self.k, rows, kv_heads, width + max_new_tokens, head_dim)
+        # per slot (K, rows): which original row it holds, whether it still decodes, its next position
+        self.row = torch.arange(rows).repeat(self.k, 1)
+        self.active = torch.ones((self.k, rows), dtype=torch.bool)
+        self.key_valid = torch.zeros((self.k, rows, width + max_new_tokens), dtype=torch.bool)
+        self.key_valid[:, :, :width] = valid
+        self.out = torch.full((self.k, rows, max_new_tokens), pad, dtype=torch.long)
+
+    # -- one layer, every position of the prompt (prefill) or one new position (step) ----------------
+    def _qkv(self, i: int, x: torch.Tensor):
+        s, p = self.s, f"{self.s.prefix}.h.{i}." if self.s.kind == "gpt2" else f"{self.s.prefix}.layers.{i}."
+        if s.kind == "gpt2":
+            hidden = x.shape[-1]
+            return _bmm(x, s.params[p + "attn.c_attn.weight"], s.params[p + "attn.c_attn.bias"]).split(hidden, -1)
+        w = torch.cat([s.params[f"{p}self_attn.{n}.weight"] for n in ("q_proj", "k_proj", "v_proj")], dim=1)
+        hd = s.head_dim
+        return _bmm(x, w.transpose(1, 2)).split([s.n_heads * hd, s.n_kv_heads * hd, s.n_kv_heads * hd], -1)
+
+    def _block(self, i: int, h: torch.Tensor, positions: torch.Tensor, write_at: slice | int, mask: torch.Tensor):
+        """Layer ``i`` on ``h`` ``(K, rows, n, hidden)`` at ``positions`` ``(K, rows, n)``; keys and values are
+        written to cache columns ``write_at``; ``mask`` ``(K * rows, 1, n, keys)`` says who attends to whom."""
+        s = self.s
+        k_, rows, n, hidden = h.shape
+        flat = h.reshape(k_, rows * n, hidden)
+        gpt2 = s.kind == "gpt2"
+        p = f"h.{i}." if gpt2 else f"layers.{i}."
+        x = s._layer_norm(flat, p + "ln_1") if gpt2 else s._rms_norm(flat, p + "input_layernorm.weight")
+        q, key, value = self._qkv(i, x)
+        heads, kv_heads = s.n_heads, (s.n_heads if gpt2 else s.n_kv_heads)
+        hd = hidden // heads if gpt2 else s.head_dim
+        q = q.reshape(k_, rows, n, heads, hd)
+        key = key.reshape(k_, rows, n, kv_heads, hd)
+        value = value.reshape(k_, rows, n, kv_heads, hd)
+        if not gpt2:
+            freqs = positions.float()[..., None] * s.inv_freq
+            emb = torch.cat((freqs, freqs), dim=-1)
+            cos, sin = emb.cos()[..., None, :], emb.sin()[..., None, :]
+            q, key = q * cos + _rotate_half(q) * sin, key * cos + _rotate_half(key) * sin
+        keys, values = self.cache.keys[i], self.cache.values[i]
+        keys[:, :, :, write_at] = key.transpose(2, 3)
+        values[:, :, :, write_at] = value.transpose(2, 3)
+        length = mask.shape[-1]
+        kk = keys[:, :, :, :length].reshape(k_ * rows, kv_heads, length, hd)
+        vv = values[:, :, :, :length].reshape(k_ * rows, kv_heads, length, hd)
+        qq = q.permute(0, 1, 3, 2, 4).reshape(k_ * rows, heads, n, hd)
+        a = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=mask, enable_gqa=kv_heads != heads)
+        a = a.reshape(k_, rows, heads, n, hd).permute(0, 1, 3, 2, 4).reshape(k_, rows * n, hidden)
+        if gpt2:
+            flat = flat + _bmm(a, s._p(p + "attn.c_proj.weight"), s._p(p + "attn.c_proj.bias"))
+            x = s._layer_norm(flat, p + "ln_2")
+            x = F.gelu(_bmm(x, s._p(p + "mlp.c_fc.weight"), s._p(p + "mlp.c_fc.bias")),
+                       approximate="none" if s.config.activation_function == "gelu" else "tanh")
+            flat = flat + _bmm(x, s._p(p + "mlp.c_proj.weight"), s._p(p + "mlp.c_proj.bias"))
+        else:
+            flat = flat + _bmm(a, s._p(p + "self_attn.o_proj.weight").transpose(1, 2))
+            x = s._rms_norm(flat, p + "post_attention_layernorm.weight")
+            gate, up = _bmm(x, torch.cat([s._p(p + "mlp.gate_proj.weight"), s._p(p + "mlp.up_proj.weight")],
+                                         dim=1).transpose(1, 2)).chunk(2, dim=-1)
+            flat = flat + _bmm(F.silu(gate) * up, s._p(p + "mlp.down_proj.weight").transpose(1, 2))
+        return flat.reshape(k_, rows, n, hidden)
+
+    def _forward(self, ids: torch.Tensor, positions: torch.Tensor, write_at, mask: torch.Tensor) -> torch.Tensor:
+        """Next-token logits ``(K, rows, vocab)`` after the last of ``ids`` ``(K, rows, n)``."""
+        s = self.s
+        k_, rows, n = ids.shape
+        member = torch.arange(k_)[:, None, None]
+        embed = s.params[s.embed]
+        h = embed[member, ids]
+        if s.kind == "gpt2":
+            h = h + s.params[f"{s.prefix}.wpe.weight"][member, positions]
+        for i in range(s.n_layers):
+            h = self._block(i, h, positions, write_at, mask)
+        last = h[:, :, -1].reshape(k_, rows, -1)
+        last = s._layer_norm(last, "ln_f") if s.kind == "gpt2" else s._rms_norm(last, "norm.weight")
+        return torch.bmm(last, s.params[s.lm_head].transpose(1, 2))
+
+    # -- decoding ----------------------------------------------------------------------------------
+    def run(self) -> torch.Tensor:
+        """The generated ids ``(K, rows, max_new_tokens)`` (pad after EOS and after the last step)."""
+        k_, rows, width = self.k, self.prompt_ids.shape[0], self.width
+        causal = torch.ones(width, width, dtype=torch.bool).tril()
+        # a pad query sees itself only (its output is never read; no row of the mask is empty)
+        mask = (causal & self.prompt_valid[:, None, :]) | torch.eye(width, dtype=torch.bool)
+        mask = mask.repeat(k_, 1, 1).reshape(k_ * rows, 1, width, width)
+        logits = self._forward(self.prompt_ids.repeat(k_, 1, 1), self.positions0.repeat(k_, 1, 1),
+                               slice(0, width), mask)
+        next_pos = self.positions0[:, -1].repeat(k_, 1) + 1
+        for t in range(self.max_new):
+            token = logits.argmax(-1)  # (K, slots)
+            live = self.active
+            member = torch.arange(k_)[:, None].expand_as(self.row)
+            self.out[member[live], self.row[live], t] = token[live]
+            self.active = live & (token != self.eos)
+            if t == self.max_new - 1 or not self.active.any():
+                break
+            token, next_pos = self._compact(token, next_pos)
+            column = width + t
+            self.key_valid[:, :, column] = True
+            mask = self.key_valid[:, :, : column + 1].reshape(-1, 1, 1, column + 1)
+            logits = self._forward(token[..., None], next_pos[..., None], slice(column, column + 1), mask)
+            next_pos = next_pos + 1
+        return self.out
+
+    def _compact(self, token: torch.Tensor, next_pos: torch.Tensor):
+        """Drop finished rows when the busiest member has fewer than :data:`COMPACT_BELOW` of its slots busy;
+        returns ``token`` and ``next_pos`` in the kept slots' order."""
+        slots = self.row.shape[1]
+        counts = self.active.sum(1)
+        busiest = int(counts.max())
+        if busiest > COMPACT_BELOW * slots:
+            return token, next_pos
+        keep = torch.empty((self.k, busiest), dtype=torch.long)
+        for m in range(self.k):
+            live = self.active[m].nonzero().flatten()
+            filler = live[:1] if len(live) else torch.zeros(1, dtype=torch.long)
+            keep[m] = torch.cat([live, filler.repeat(busiest - len(live))])
+        member = torch.arange(self.k)[:, None]
+        self.cache.keep(member, keep)
+        self.row, self.key_valid = self.row[member, keep], self.key_valid[member, keep]
+        self.active = torch.arange(busiest)[None, :] < counts[:, None]
+        return token[member, keep], next_pos[member, keep]
+
+
+def decode_batch(stacked: StackedLM, prompts: Sequence[Sequence[int]], max_new_tokens: int, eos: int,
+                 pad: int) -> torch.Tensor:
+    """Greedy continuations of one batch of prompt ids by every member: ``(K, len(prompts), max_new_tokens)``."""
+    return _Decoder(stacked, prompts, max_new_tokens, eos, pad).run()
+
+
+@torch.no_grad()
+def generate_ensemble(models: Sequence, tokenizer, prompts: Sequence[Sequence[dict]],
+                      settings: GenerationSettings = GenerationSettings()) -> list[list[Generation]]:
+    """:func:`dpolib.evaluation.generate` (greedy) for each of ``models`` at once: ``[member][prompt]``.
+
+    Args:
+        models: K Hugging Face causal LMs of one architecture (GPT-2 or Llama, as the sweep's
+            :class:`~dpolib.experiments.ensemble.StackedLM`) sharing ``tokenizer``.
+        tokenizer: their tokenizer (chat template, EOS and pad ids).
+        prompts: conversational prompts.
+        settings: decoding settings; only greedy decoding (``do_sample=False``) is stacked.
+    """
+    if settings.do_sample:
+        raise ValueError("generate_ensemble decodes greedily only; sample with dpolib.evaluation.generate, "
+                         "one model at a time")
+    stacked = StackedLM.from_models(list(models))
+    eos = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+    encoded = encode_prompts(tokenizer, prompts)
+    out: list[list[Generation | None]] = [[None] * len(encoded) for _ in models]
+    for idx in prompt_batches(encoded, settings.batch_size):
+        ids = decode_batch(stacked, [encoded[i] for i in idx], settings.max_new_tokens, eos, pad)
+        for m in range(stacked.k):
+            for row, i in enumerate(idx):
+                out[m][i] = to_generation(ids[m, row].tolist(), tokenizer)
+    return out  # type: ignore[return-value]
