@@ -162,3 +162,17 @@ def test_the_claims_quote_the_paper_from_dpolib_paper():
                   t3.cell("likelihood (Eq. 15)", "Score (LC)"), t5.cell("mistral-7b", "mistral-v0.2"),
                   t5.cell("tulu-2-7b", "mistral-v0.2"), t5.cell("tulu-2-7b", "original")):
         assert f"{value:.2f}" in text
+
+
+def test_the_opening_table_and_answer_follow_the_verdicts(book):
+    from dataclasses import replace
+
+    found = exact.verdicts(book)
+    table = exact.opening_table(found)
+    assert list(table["claim"]) == [found[k].claim for k in exact.CLAIM_KEYS]
+    assert list(table["verdict"]) == [found[k].outcome for k in exact.CLAIM_KEYS]
+    assert all(p == exact.CLAIMS[c] for c, p in zip(table["claim"], table["paper"]))  # the paper's side, from dpolib.paper
+    flipped = {k: replace(v, margin=-1.0) for k, v in found.items()}  # every claim fails by a wide margin
+    assert set(exact.opening_table(flipped)["verdict"]) == {exact.FAILS}
+    assert exact.answer(flipped).startswith(f"In the default world 0 of the paper's {len(exact.CLAIM_KEYS)} findings")
+    assert exact.answer(flipped) != exact.answer({k: replace(v, margin=1.0) for k, v in found.items()})

@@ -43,6 +43,9 @@ __all__ = [
     "kappa_verdict",
     "verdicts",
     "verdict_table",
+    "CLAIM_KEYS",
+    "opening_table",
+    "answer",
     "grid_resolution",
     "evidence",
     "CLAIMS",
@@ -343,6 +346,31 @@ def verdict_table(found: dict[str, Verdict]) -> pd.DataFrame:
     """One row per verdict (index: its key): the claim, its margin, the tolerance and the outcome."""
     return pd.DataFrame({key: {"claim": v.claim, "margin": v.margin, "tolerance": v.tolerance, "outcome": v.outcome}
                          for key, v in found.items()}).T
+
+
+#: The keys of :func:`~dpolib.chapters.exact.verdicts` that test the paper's claims, in the order of the claims table.
+CLAIM_KEYS = ("interior", "dpo_vs_probability", "dpo_vs_likelihood", "compatible_vs_self", "compatible_beta", "incompatible")
+
+
+def _unit(v: Verdict) -> str:
+    return "decades of β" if v.tolerance == BETA_TOLERANCE_DECADES else "gold"
+
+
+def opening_table(found: dict[str, Verdict]) -> pd.DataFrame:
+    """The compact verdict table the chapter opens with: one row per claim of the paper tested here
+    (:data:`~dpolib.chapters.exact.CLAIM_KEYS`), with the paper's evidence (quoted), our margin and the outcome."""
+    rows = [{"claim": found[k].claim, "paper": CLAIMS[found[k].claim],
+             "ours": f"margin {found[k].margin:+.3f} {_unit(found[k])} (tie within ±{found[k].tolerance:g})",
+             "verdict": found[k].outcome} for k in CLAIM_KEYS]
+    return pd.DataFrame(rows, columns=["claim", "paper", "ours", "verdict"])
+
+
+def answer(found: dict[str, Verdict]) -> str:
+    """The chapter's answer in one sentence: how many of the paper's claims hold, tie and fail in the default world."""
+    outcomes = [found[k].outcome for k in CLAIM_KEYS]
+    n = {o: outcomes.count(o) for o in (HOLDS, TIE, FAILS)}
+    return (f"In the default world {n[HOLDS]} of the paper's {len(outcomes)} findings tested here hold, {n[TIE]} "
+            f"tie (differ by less than the tolerance) and {n[FAILS]} fail.")
 
 
 def grid_resolution(record: dict) -> float:

@@ -30,12 +30,12 @@ import pandas as pd
 
 from .. import paper
 from ..experiments.records import load_grid
-from ..scorecard import AGREES, DISAGREES, INCONCLUSIVE, NOT_TESTABLE, NOT_TESTED, OUTCOMES, scorecard
+from ..scorecard import AGREES, DISAGREES, INCONCLUSIVE, NOT_TESTABLE, NOT_TESTED, OUTCOMES, scorecard, style
 from . import exact, rq1_claims, rq2, rq2_claims, rq3, rq3_claims
 
 __all__ = ["SCALES", "SCALE_LABELS", "NO_RECORDS", "NO_CRITERION", "Headline", "HEADLINES", "Cell", "Finding",
            "exact_cell", "lab_cell", "build", "lab_cards", "exact_inputs", "load", "frame", "styled", "counts",
-           "summary", "href", "paper_best_betas"]
+           "summary", "href", "paper_best_betas", "OPENING_COLUMNS", "verdict_table"]
 
 #: Our scales, in the table's column order.
 SCALES = ("exact", "cpu", "gpu")
@@ -310,3 +310,13 @@ def paper_best_betas() -> dict[str, str]:
     previous = next(r.beta for r in paper.TABLE1.rows if r.role == "previous")
     rq3_best = float(paper.TABLE4.sweep()["mistral-7b / ref mistral-v0.2"].idxmax())
     return {"rq1": "–".join(f"{b:g}" for b in best), "rq3": f"{rq3_best:g}", "customary": f"{previous:g}"}
+
+
+#: The columns of the compact verdict table each chapter opens with.
+OPENING_COLUMNS = ("claim", "paper", "ours", "verdict")
+
+
+def verdict_table(card: pd.DataFrame):
+    """The compact verdict table a chapter opens with: its scorecard's claim, the paper's evidence (quoted), our
+    estimate and the verdict, coloured as in :func:`dpolib.scorecard.style`."""
+    return style(card, OPENING_COLUMNS)
