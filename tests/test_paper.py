@@ -184,3 +184,50 @@ def test_the_typed_number_check_can_fail():
 
     assert re.search(TYPED_PAPER_NUMBERS["practice.md"][0], "reached 16.25 (Table 1)")
     assert not re.search(TYPED_PAPER_NUMBERS["practice.md"][0], "reached 116.25 or 16.255")
+
+
+def _paper_cells() -> list[str]:
+    """Every number of the paper's tables and model list as the paper prints it (values of two significant digits or
+    fewer, such as 0.5, left out: they are also thresholds and grid points of our own)."""
+    found = {f"{m['lc']:.2f}" for m in paper.MODELS.values()}
+    for table in paper.TABLES.values():
+        for row in table.rows:
+            for column, value in zip(table.columns, row.values):
+                if isinstance(value, float) and math.isfinite(value) and len(f"{value:g}".replace(".", "").lstrip("0")) > 2:
+                    found.add(f"{value:.{table.decimals.get(column, 2)}f}")
+    return sorted(found)
+
+
+# Library modules and prose pages that once typed the paper's numbers: every table cell is checked, plus the phrases
+# the numbers sat in. The paper's side is read from dpolib.paper (code), glued from an executed notebook (the
+# introduction) or pointed to in the paper-results chapter (pure-markdown pages).
+TYPED_ELSEWHERE = {
+    "dpolib/chapters/practice.py": [r"205 → 359", r"\b745\b", r"2× longer"],
+    "dpolib/chapters/rq1.py": [],
+    "dpolib/chapters/rq2.py": [r"= 2\.07"],
+    "dpolib/chapters/rq3.py": [],
+    "dpolib/chapters/findings.py": [],
+    "book/seminar.md": [r"43\.5%", r"was 1\.0, against 0\.01"],
+    "book/reproduce_paper_scale.md": [r"`uniform` \(100\)", r"best at \$\\beta = 100\$"],
+    "book/intro.md": [r"0\.01–0\.02", r"larger \(1\.0\)"],
+}
+
+
+@pytest.mark.parametrize("path", sorted(TYPED_ELSEWHERE))
+def test_modules_and_pages_read_the_papers_numbers_from_dpolib_paper(path):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / path).read_text()
+    patterns = [_NUMBER.format(re.escape(v)) for v in _paper_cells()] + TYPED_ELSEWHERE[path]
+    typed = [p for p in patterns if re.search(p, text)]
+    assert not typed, f"{path} types the paper's numbers {typed}: read them from dpolib.paper instead"
+
+
+def test_the_paper_cells_check_can_fail():
+    import re
+
+    cells = _paper_cells()
+    assert "16.25" in cells and "359.4" in cells and "0.435" in cells and "20.55" in cells
+    assert "0.500" not in cells and "1.00" not in cells
+    assert any(re.search(_NUMBER.format(re.escape(v)), "DPO 16.25 (Table 3)") for v in cells)

@@ -23,11 +23,13 @@ from typing import Iterable
 
 import pandas as pd
 
+from .. import paper
 from ..experiments.records import HEADLINE_SEEDS, Record, replicates
 from ..scorecard import Claim
 from ..stats import spearman
 from . import practice_claims
 from .common import ArmStats, arm_stats, best_record, pool_seeds, sweep
+from .rq2 import METHOD_LABELS
 
 __all__ = [
     "PracticeEvidence",
@@ -232,6 +234,9 @@ def checklist(card: pd.DataFrame, ev: PracticeEvidence, trajectories: pd.DataFra
     prob_text = (f"{arm_text('best probability', prob)} vs {arm_text('best DPO', dpo)}"
                  if prob is not None and dpo is not None else "no probability runs")
     f = lambda x: "n/a" if x != x else f"{x:+.2f}"  # noqa: E731
+    t3 = paper.TABLE3  # the paper's side of items 5 and 6
+    t3_length = {k: t3.cell(label, "Length") for k, label in METHOD_LABELS.items()}
+    t3_score = {k: t3.cell(label, "Score (LC)") for k, label in METHOD_LABELS.items()}
     items = [
         ("Sweep β on a log grid on both sides of 0.1 (with the SFT reference) and keep the step below the optimum "
          "in view: the optimum moves by orders of magnitude between settings.",
@@ -261,13 +266,15 @@ def checklist(card: pd.DataFrame, ev: PracticeEvidence, trajectories: pd.DataFra
          + (f" (β = {', '.join(f'{b:g}' for b in flat_betas)})." if flat_betas else "."),
          "§ A loss stuck at log 2"),
         ("Log output length and the EOS log-prob next to the score; a falling β lengthens outputs.",
-         "EOS the most down-weighted token; length 205 → 359 (DPO) and 745 (probability), Table 3",
+         f"EOS the most down-weighted token; length {t3_length['sft']:.0f} → {t3_length['dpo']:.0f} (DPO) and "
+         f"{t3_length['probability']:.0f} (probability), {t3.number}",
          f"{n_longer} of {len(trained)} trained runs write longer outputs than their SFT model; rank correlation of "
          f"length with β (self-reference DPO): {f(rho_len)}.",
          "§ Outputs get longer"),
         ("'Reference-free' is DPO with a uniform reference: its first loss is not log 2, its β lives on another "
          "scale, and it is not a free lunch.",
-         "probability 12.84 vs DPO 16.25 (Table 3), outputs 2× longer",
+         f"probability {t3_score['probability']:.2f} vs DPO {t3_score['dpo']:.2f} ({t3.number}), outputs "
+         f"{t3_length['probability'] / t3_length['dpo']:.1f}× longer",
          prob_text + ".",
          "§ What reference-free means"),
         ("Try a stronger reference from the student's own family, and raise β with it; treat another family's "
