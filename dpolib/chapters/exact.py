@@ -44,6 +44,7 @@ __all__ = [
     "verdicts",
     "verdict_table",
     "CLAIM_KEYS",
+    "margin_unit",
     "opening_table",
     "answer",
     "grid_resolution",
@@ -352,7 +353,8 @@ def verdict_table(found: dict[str, Verdict]) -> pd.DataFrame:
 CLAIM_KEYS = ("interior", "dpo_vs_probability", "dpo_vs_likelihood", "compatible_vs_self", "compatible_beta", "incompatible")
 
 
-def _unit(v: Verdict) -> str:
+def margin_unit(v: Verdict) -> str:
+    """The unit of a verdict's margin: gold reward, or decades of β for a β comparison."""
     return "decades of β" if v.tolerance == BETA_TOLERANCE_DECADES else "gold"
 
 
@@ -360,7 +362,7 @@ def opening_table(found: dict[str, Verdict]) -> pd.DataFrame:
     """The compact verdict table the chapter opens with: one row per claim of the paper tested here
     (:data:`~dpolib.chapters.exact.CLAIM_KEYS`), with the paper's evidence (quoted), our margin and the outcome."""
     rows = [{"claim": found[k].claim, "paper": CLAIMS[found[k].claim],
-             "ours": f"margin {found[k].margin:+.3f} {_unit(found[k])} (tie within ±{found[k].tolerance:g})",
+             "ours": f"margin {found[k].margin:+.3f} {margin_unit(found[k])} (tie within ±{found[k].tolerance:g})",
              "verdict": found[k].outcome} for k in CLAIM_KEYS]
     return pd.DataFrame(rows, columns=["claim", "paper", "ours", "verdict"])
 

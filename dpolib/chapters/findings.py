@@ -131,7 +131,7 @@ def exact_cell(spec: Headline, verdicts: Mapping | None, robust: pd.DataFrame | 
     found = [verdicts[k] for k in spec.exact_keys]
     outcomes = [_FROM_EXACT[v.outcome] for v in found]
     verdict = DISAGREES if DISAGREES in outcomes else AGREES if set(outcomes) == {AGREES} else INCONCLUSIVE
-    shown = "; ".join(f"{v.margin:+.3f} (tie within ±{v.tolerance:g})" for v in found)
+    shown = "; ".join(f"{v.margin:+.3f} {exact.margin_unit(v)} (tie within ±{v.tolerance:g})" for v in found)
     notes = []
     for v in found:
         if robust is not None and v.claim in robust.columns:
@@ -284,7 +284,7 @@ def summary(findings: list[Finding], labels: Mapping[str, str] | None = None) ->
     extra = {rq: sum(f.rq == rq for f in findings) for rq in dict.fromkeys(f.rq for f in findings)
              if not rq.startswith("RQ")}
     head = (f"We test {len(findings)} of the paper's headline findings: its {n_rq} on RQ1–RQ3"
-            + "".join(f" and {n} of {rq}" for rq, n in extra.items())
+            + "".join(f" and {n} from {rq}" for rq, n in extra.items())
             + f" ({' and '.join(_LEFT_OUT)}'s finding, which repeats RQ1 with a smaller model, is left out).")
     sentences = [head]
     for scale in SCALES:
