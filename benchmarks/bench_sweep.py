@@ -21,7 +21,7 @@ Sizes: ``cpu`` is the CPU world's student (``dpolib.world.pretrain.model_dir(fam
 ``large`` is a student with about 10x the parameters (more layers and a wider hidden size,
 fresh weights of the same family) on the same pairs, reference uniform (the cost of a step
 does not depend on the reference's values). DPO recipe: the ``cpu`` profile's
-(``CpuBackend("cpu").dpo_args``), ``--steps`` steps.
+(``CpuBackend("cpu").base_dpo_args``: the base rate, since a rate changes no cost), ``--steps`` steps.
 
 Usage::
 
@@ -116,6 +116,13 @@ def run_trl(model, tok, ds, beta, dpo_args, seed, out):
     return trainer.model, [h for h in trainer.state.log_history if "loss" in h], {**timing, "setup_s": setup["wall_s"]}
 
 
+def generation_settings(backend):
+    """The grids' greedy decoding settings (the runner's)."""
+    from dpolib.evaluation import GenerationSettings
+
+    return GenerationSettings(max_new_tokens=backend.max_new_tokens(), batch_size=backend.generation_batch_size())
+
+
 def weight_diff(a, b) -> float:
     sa, sb = a.state_dict(), b.state_dict()
     return max((sa[n] - sb[n]).abs().max().item() for n in sb if sb[n].is_floating_point())
@@ -126,13 +133,15 @@ def bench_size(size: str, family: str, k: int, steps: int | None, runs: int, see
 
     import torch
 
+    from dpolib.evaluation import generate
     from dpolib.experiments.cpu import cpu_threads
+    from dpolib.experiments.ensemble_generate import generate_ensemble
     from dpolib.experiments.sweep import train_plain, train_sweep
 
     betas = BETAS[:k] if k <= len(BETAS) else tuple(0.1 * (i + 1) for i in range(k))
     model, tok, description = student(size, family)
     ds, backend = data(model, tok, size)
-    dpo_args = backend.dpo_args(None, None)
+    dpo_args = backend.base_dpo_args(None, None)  # the recipe at the base rate: a rate changes no cost
     if steps:
         dpo_args["max_steps"] = steps
     steps = dpo_args["max_steps"]
@@ -156,10 +165,20 @@ def bench_size(size: str, family: str, k: int, steps: int | None, runs: int, see
         print(f"sweep (bucketed batches): {result['sweep_bucketed']['wall_s']:.1f} s wall, padding efficiency "
               f"{bucketed.padding['efficiency']:.3f}", flush=True)
         del bucketed
+        settings = generation_settings(backend)
+        test_prompts = backend.world().test_messages
+        start = _clock()
+        generate_ensemble([m for m, _ in sweep.members], tok, test_prompts, settings)
+        result["sweep_generate"] = {**_since(start), "prompts": len(test_prompts)}
+        print(f"stacked generation, {k} members x {len(test_prompts)} prompts: "
+              f"{result['sweep_generate']['wall_s']:.1f} s wall", flush=True)
         trl, plain, parity = [], [], []
         for i in range(runs):
             m = (i * (k - 1)) // max(runs - 1, 1) if runs > 1 else 0  # spread over the grid
             trained, curves, timing = run_trl(model, tok, ds, betas[m], dpo_args, seed, Path(tmp) / f"trl{i}")
+            start = _clock()
+            generate(trained, tok, test_prompts, settings)
+            timing["generate"] = _since(start)
             trl.append({"beta": betas[m], **timing})
             ours_model, ours = sweep.members[m]
             parity.append({"beta": betas[m],
@@ -191,6 +210,15 @@ def summarise(r: dict) -> dict:
         rows[name]["trl_over_this_wall"] = rows["trl"]["total_wall_s"] / rows[name]["total_wall_s"]
         rows[name]["trl_over_this_cpu"] = rows["trl"]["total_cpu_s"] / rows[name]["total_cpu_s"]
         rows[name]["plain_over_this_wall"] = rows["plain"]["total_wall_s"] / rows[name]["total_wall_s"]
+    if "sweep_generate" in r:  # a run as the grids run it: training, then greedy generation on the test prompts
+        trl_total = sum(x["wall_s"] + x["generate"]["wall_s"] for x in r["trl_runs"]) * k / runs
+        trl_gen = sum(x["generate"]["wall_s"] for x in r["trl_runs"]) * k / runs
+        sweep_total = r["sweep"]["wall_s"] + r["sweep_generate"]["wall_s"]
+        r["with_generation"] = {
+            "trl_generate_wall_s": trl_gen, "sweep_generate_wall_s": r["sweep_generate"]["wall_s"],
+            "generate_ratio": trl_gen / r["sweep_generate"]["wall_s"],
+            "trl_total_wall_s": trl_total, "sweep_total_wall_s": sweep_total, "total_ratio": trl_total / sweep_total,
+        }
     r["summary"] = rows
     r["table"] = table(r)
     print(r["table"], flush=True)
@@ -214,6 +242,13 @@ def table(r: dict) -> str:
     worst = max(p["max_abs_loss_diff"] for p in r["parity"]) if r["parity"] else float("nan")
     worst_w = max(p["max_abs_weight_diff"] for p in r["parity"]) if r["parity"] else float("nan")
     lines.append(f"parity with TRL (measured runs): max |loss diff| {worst:.1e}, max |weight diff| {worst_w:.1e}")
+    if "with_generation" in r:
+        g = r["with_generation"]
+        lines.append(f"greedy generation on {r['sweep_generate']['prompts']} test prompts: {r['k']} x generate "
+                     f"{g['trl_generate_wall_s']:.1f} s, stacked {g['sweep_generate_wall_s']:.1f} s "
+                     f"({g['generate_ratio']:.2f}x)")
+        lines.append(f"training + generation: {r['k']} x (TRL + generate) {g['trl_total_wall_s']:.1f} s, sweep + "
+                     f"stacked generation {g['sweep_total_wall_s']:.1f} s ({g['total_ratio']:.2f}x)")
     return "\n".join(lines)
 
 
