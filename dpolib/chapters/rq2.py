@@ -62,7 +62,7 @@ METHOD_LABELS = {
     "likelihood": "likelihood (Eq. 15)",
 }
 #: "Much longer outputs" (§5.2) means the probability objective's mean length is at least this many
-#: times DPO's. The paper's own ratio (Table 3, :data:`dpolib.paper.TABLE3`) is above it; the same threshold is
+#: times DPO's. The paper's own ratio (Table 3, ``dpolib.paper.TABLE3``) is above it; the same threshold is
 #: used by :func:`dpolib.paper.headline_findings` on the paper's own numbers.
 LONGER_FACTOR = 1.5
 
