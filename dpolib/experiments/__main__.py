@@ -12,6 +12,7 @@ Examples::
     python -m dpolib.experiments run --grid rq1 --profile gpu --lora --set n_pref_train=512
     python -m dpolib.experiments estimate                          # ESTIMATED minutes per gpu run per GPU kind
     python -m dpolib.experiments exact                             # the exact world's and the theory's records
+    python -m dpolib.experiments reproduce --profile cpu --workers 2   # the whole cpu reproduction, one schedule
 
 ``--set field=value`` overrides a :class:`dpolib.hub.profile.HubProfile` field at ``--profile gpu``
 (the record key changes with it).
@@ -91,6 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         "run": sub.add_parser("run", help="run (or read back) a named grid"),
         "show": sub.add_parser("show", help="print a named grid's records"),
     }
+    reproduce = sub.add_parser("reproduce", help="the whole cpu-world reproduction as one schedule: every world "
+                                                 "seed's world, every grid (tools/reproduce_cpu.sh)")
+    reproduce.add_argument("--profile", default="cpu", choices=[p for p in PROFILES if p != "gpu"])
+    reproduce.add_argument("--workers", type=_workers, default=2, help="parallel processes (one thread each)")
     sub.add_parser("estimate", help="ESTIMATED time of one gpu DPO run per GPU kind")
     exact = sub.add_parser("exact", help="write the exact world's and the theory chapter's records (results/exact, "
                                          "results/theory); read back when their key is unchanged")
@@ -122,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
             e = estimate(gpu=gpu)
             print(f"{gpu}: about {e['estimated_minutes']:.0f} min per DPO run ({e['dpo_steps']} steps) -- an ESTIMATE, "
                   "not a measurement")
+        return 0
+    if args.command == "reproduce":
+        from .reproduce import reproduce as run_all
+
+        out = run_all(args.profile, workers=args.workers)
+        print(f"reproduction of profile {args.profile!r}: {out['wall_seconds']:.1f} s wall on {args.workers} workers; "
+              "seconds of work per stage: " + ", ".join(f"{k} {v:.0f}" for k, v in out["job_seconds"].items()))
         return 0
     if args.command == "exact":
         from .exact import write_all

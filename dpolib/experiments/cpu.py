@@ -25,8 +25,9 @@ from ..world.profiles import Profile, get_profile
 from .backend import Backend, World
 from .config import RunConfig
 from .metrics import JudgeResult
+from .schedule import Job, run_jobs
 
-__all__ = ["CpuBackend", "build_world", "cpu_threads"]
+__all__ = ["CpuBackend", "build_world", "world_jobs", "cpu_threads"]
 
 _WORLDS: dict[str, World] = {}
 
@@ -187,29 +188,31 @@ def _choose_rate(profile: Profile, student: str) -> None:
     chosen_learning_rate(CpuBackend(profile), student)
 
 
-def _in_parallel(fn, tasks: list[tuple], workers: int) -> None:
-    if workers <= 1 or len(tasks) <= 1:
-        for t in tasks:
-            fn(*t)
-        return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=mp.get_context("spawn")) as pool:
-        for future in [pool.submit(fn, *t) for t in tasks]:
-            future.result()
+def world_jobs(profile: Profile, seeds, on_policy: bool = True, costs: dict | None = None) -> list[Job]:
+    """Each world seed's models (one job per family) and data, and each student's learning rate (world 0):
+    ``models/<seed>/<family>``, ``data/<seed>`` and ``rate/<family>`` (:mod:`dpolib.experiments.schedule`)."""
+    costs = {"models": 330.0, "data": 250.0, "rate": 150.0, **(costs or {})}
+    seeds = list(seeds)
+    jobs = []
+    for seed in seeds:
+        for family in FAMILIES:
+            jobs.append(Job(f"models/{seed}/{family}", _build_models, (profile, seed, family), cost=costs["models"]))
+        jobs.append(Job(f"data/{seed}", _build_data, (profile, seed, on_policy),
+                        deps=frozenset(f"models/{seed}/{f}" for f in FAMILIES), cost=costs["data"]))
+    for family in FAMILIES:
+        jobs.append(Job(f"rate/{family}", _choose_rate, (profile, family), deps=frozenset({f"data/{seeds[0]}"}),
+                        cost=costs["rate"]))
+    return jobs
 
 
 def build_world(profile: str | Profile, seeds=(0,), on_policy: bool = False, workers: int = 1) -> World:
-    """Build (or load from the cache) everything a profile's runs share in each world seed, in three stages:
-    the models (SFT students, large models, siblings), the data (the pool's samples; with ``on_policy``, each
-    student's control data) and the learning-rate choice (world 0). ``workers > 1`` builds the independent
-    pieces of a stage in that many processes (one torch thread each: the same weights as a serial build).
+    """Build (or load from the cache) everything a profile's runs share in each world seed: the models (SFT
+    students, large models, siblings), the data (the pool's samples; with ``on_policy``, each student's control
+    data) and the learning-rate choice (world 0), as jobs with dependencies (:func:`world_jobs`). ``workers > 1``
+    runs each job as soon as what it needs is built, in that many processes (one torch thread each: the same
+    weights as a serial build).
     Returns world 0's pool world."""
     backend = CpuBackend(profile)
-    p = backend.profile
-    _in_parallel(_build_models, [(p, seed, family) for seed in seeds for family in FAMILIES], workers)
-    _in_parallel(_build_data, [(p, seed, on_policy) for seed in seeds], workers)
-    _in_parallel(_choose_rate, [(p, family) for family in FAMILIES], workers)
+    run_jobs(world_jobs(backend.profile, seeds, on_policy), workers)
     with cpu_threads(1):
         return backend.world()

@@ -205,11 +205,12 @@ def run(config: RunConfig, *, root: Path | None = None, force: bool = False, kee
 
 
 def sweep_groups(configs) -> list[list[RunConfig]]:
-    """The configurations that can train as one sweep: trained runs of one student, seed and loss, in order."""
+    """The configurations that can train as one sweep: trained runs of one student, seed, loss and kind of pairs
+    (the pool's or the student's own on-policy pairs), in order."""
     groups: dict[tuple, list[RunConfig]] = {}
     for c in configs:
         if c.objective != "sft":
-            groups.setdefault((c.profile, c.student, c.seed, c.loss), []).append(c)
+            groups.setdefault((c.profile, c.student, c.seed, c.loss, c.pairs), []).append(c)
     return list(groups.values())
 
 
@@ -227,7 +228,7 @@ def run_sweep(configs: list[RunConfig], *, root: Path | None = None, force: bool
 
     if not configs:
         return []
-    keys = {(c.profile, c.student, c.seed, c.loss) for c in configs}
+    keys = {(c.profile, c.student, c.seed, c.loss, c.pairs) for c in configs}
     if len(keys) != 1 or any(c.objective == "sft" for c in configs):
         raise ValueError("a sweep trains runs of one profile, student, seed and loss (no SFT row); "
                          f"got {sorted(c.label() for c in configs)}")

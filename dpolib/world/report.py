@@ -26,7 +26,7 @@ from .profiles import Profile
 from .task import FILLERS, repetition_rate
 from .writers import SOURCE_POLICIES
 
-__all__ = ["data_report", "pool_report", "compatibility_report", "world_design", "write_world_report",
+__all__ = ["record_reproduction", "data_report", "pool_report", "compatibility_report", "world_design", "write_world_report",
            "record_stage_seconds"]
 
 
@@ -205,6 +205,23 @@ def record_stage_seconds(profile_name: str, stage: str, seconds: float, path=Non
     report = read_json(path)
     report.setdefault("reproduction_seconds", {})[stage] = float(seconds)
     report["reproduction_seconds_total"] = sum(report["reproduction_seconds"].values())
+    atomic_write_json(path, report)
+
+
+def record_reproduction(profile_name: str, wall_seconds: float, job_seconds: dict, workers: int, path=None) -> None:
+    """Record a whole reproduction run as one schedule (:mod:`dpolib.experiments.reproduce`): its wall time under
+    ``reproduction_seconds`` (replacing any per-stage times of an earlier, stage-by-stage run) and the seconds its
+    jobs took, summed per stage, under ``reproduction_job_seconds``."""
+    from ..provenance import atomic_write_json, read_json
+
+    path = Path(path) if path else paths.world_report_path(profile_name)
+    if not path.exists():
+        return
+    report = read_json(path)
+    report["reproduction_seconds"] = {f"whole reproduction (one schedule, {workers} workers)": float(wall_seconds)}
+    report["reproduction_seconds_total"] = float(wall_seconds)
+    report["reproduction_job_seconds"] = {k: float(v) for k, v in sorted(job_seconds.items())}
+    report["reproduction_workers"] = int(workers)
     atomic_write_json(path, report)
 
 
