@@ -10,6 +10,7 @@ import pytest
 from record_factory import make_record
 
 from dpolib.chapters import evidence
+from dpolib.chapters import cost as COST
 from dpolib.chapters import world4 as W4
 from dpolib.experiments import records as R
 from dpolib.experiments.lr_rule import LrCandidate, LrChoice, lr_choice_path
@@ -335,12 +336,12 @@ def test_degenerate_table_shares_per_reason():
 
 
 def test_cost_table_and_missing_stage_times():
-    table = W4.cost_table({"reproduction_seconds": {"world": 3600.0, "grid rq1": 10800.0}})
+    table = COST.cost_table({"reproduction_seconds": {"world": 3600.0, "grid rq1": 10800.0}})
     assert table.loc["total", "seconds"] == 14400.0 and table.loc["grid rq1", "hours"] == 3.0
     assert table.loc["world", "share"] == 0.25 and table.loc["total", "share"] == 1.0
     for report in ({}, {"reproduction_seconds": {}}):
         with pytest.raises(ValueError, match="reproduction_seconds"):
-            W4.cost_table(report)
+            COST.cost_table(report)
 
 
 def test_results_size_walks_the_folder(tmp_path):
@@ -348,15 +349,30 @@ def test_results_size_walks_the_folder(tmp_path):
     (tmp_path / "lab" / "cpu" / "a.json").write_bytes(b"x" * 1000)
     (tmp_path / "lab" / "cpu" / "b.json").write_bytes(b"x" * 500)
     (tmp_path / "lab" / "report.json").write_bytes(b"x" * 2000)
-    size = W4.results_size(tmp_path)
+    size = COST.results_size(tmp_path)
     assert (size.n_files, size.n_bytes) == (3, 3500)
     table = size.table()
     assert list(table.index) == ["lab", "lab/cpu"] and table.loc["lab/cpu", "files"] == 2
     assert table.loc["lab", "MB"] == pytest.approx(0.002)
     with pytest.raises(FileNotFoundError, match="no results folder"):
-        W4.results_size(tmp_path / "nowhere")
+        COST.results_size(tmp_path / "nowhere")
 
 
 def test_machines_in_order_of_first_appearance():
     recs = [make_record(provenance={"device": d}) for d in ("cpu: a", "cpu: b", "cpu: a")] + [make_record()]
-    assert W4.machines(recs) == ("cpu: a", "cpu: b", "unknown")
+    assert COST.machines(recs) == ("cpu: a", "cpu: b", "unknown")
+
+
+def test_reproduction_cost_of_one_schedule_and_of_stages():
+    scheduled = COST.reproduction_cost({
+        "reproduction_seconds": {"whole reproduction (one schedule, 2 workers)": 1500.0},
+        "reproduction_seconds_total": 1500.0, "reproduction_workers": 2,
+        "reproduction_job_seconds": {"models": 1800.0, "run": 1200.0}})
+    assert scheduled.scheduled and scheduled.workers == 2 and scheduled.wall_seconds == 1500.0
+    assert scheduled.within_target  # 25 minutes
+    assert scheduled.stages.loc[COST.JOB_STAGES["models"], "share"] == pytest.approx(0.6)
+    staged = COST.reproduction_cost({"reproduction_seconds": {"world": 1800.0, "grid rq1": 1800.0}})
+    assert not staged.scheduled and staged.wall_seconds == 3600.0 and not staged.within_target
+    assert list(staged.stages.index) == ["world", "grid rq1"]
+    with pytest.raises(ValueError, match="reproduction_seconds"):
+        COST.reproduction_cost({})

@@ -322,6 +322,7 @@ def test_sweep_engine_writes_the_records_trl_would(smoke_env, smoke_dpo, tmp_pat
     for s, t in zip(swept, trl):
         assert s.key == t.key and s.path.exists()
         assert s.provenance["trainer"]["engine"] == "sweep" and s.provenance["trainer"]["members"] == 2
+        assert s.provenance["trainer"]["generation"] == "stacked"  # the members decoded the test prompts together
         assert t.provenance["trainer"]["engine"] == "trl"
         for name in ("loss", "rewards/margins", "logps/chosen"):
             assert [c[name] for c in s.curves] == pytest.approx([c[name] for c in t.curves], rel=1e-5, abs=1e-4), name

@@ -13,6 +13,8 @@ Modules::
     theory     the theory chapter's checks, read from their record (notebooks/theory.md)
     exact      the exact tabular world's sweeps, read from their record (notebooks/exact_world.md)
     world      the controlled-world chapter (notebooks/controlled_world.md; with world4, World 4's design and gate)
+    cost       what the CPU reproduction costs: wall time, stage seconds, machines, size of results/
+    findings   the paper's headline findings against every scale, the front page of the Experiments part (notebooks/findings.md)
     rq1        RQ1: how strong should the KL constraint be? (notebooks/rq1_beta.md; with rq1_tokens, rq1_figures)
     rq2        RQ2: is the reference necessary? (notebooks/rq2_reference.md)
     rq3        RQ3 and Appendix E: stronger references (notebooks/rq3_stronger_reference.md)

@@ -505,65 +505,6 @@ def degenerate_table(records: Iterable[Record], threshold: float) -> pd.DataFram
     return pd.DataFrame(rows, columns=columns).set_index("record")
 
 
-# --------------------------------------------------------------------------------------- cost
-
-
-def cost_table(report: Mapping) -> pd.DataFrame:
-    """Wall time of each stage of the whole reproduction (``reproduction_seconds``) and its total.
-
-    Index ``stage``; columns ``seconds``, ``hours``, ``share``. Raises ``ValueError`` when the report has no
-    ``reproduction_seconds`` (tools/reproduce_cpu.sh adds each stage's time as it finishes).
-    """
-    stages = report.get("reproduction_seconds")
-    if not stages:
-        raise ValueError("the world report has no reproduction_seconds: tools/reproduce_cpu.sh has not run "
-                         "(or not finished a stage) for this profile")
-    table = pd.DataFrame({"seconds": pd.Series(stages, dtype=float)}).rename_axis("stage")
-    table.loc["total"] = total = float(table["seconds"].sum())
-    table["hours"], table["share"] = table["seconds"] / 3600.0, table["seconds"] / total if total > 0 else math.nan
-    return table
-
-
-@dataclass(frozen=True)
-class ResultsSize:
-    """The size of a results folder, measured by walking it.
-
-    Attributes:
-        root: the folder.
-        n_files: the files in it (at any depth).
-        n_bytes: their total size.
-        by_folder: ``(sub-folder path relative to root, files, bytes)`` per folder that holds files directly.
-    """
-
-    root: Path
-    n_files: int
-    n_bytes: int
-    by_folder: tuple
-
-    def table(self) -> pd.DataFrame:
-        """``by_folder`` as a table (index ``folder``; columns ``files``, ``MB``), largest first."""
-        table = pd.DataFrame([(f, n, b / 1e6) for f, n, b in self.by_folder], columns=["folder", "files", "MB"])
-        return table.set_index("folder").sort_values("MB", ascending=False)
-
-
-def results_size(root: Path) -> ResultsSize:
-    """Walk ``root`` with :mod:`pathlib` and count its files and bytes; ``FileNotFoundError`` when it is absent."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"no results folder at {root}")
-    folders: dict[str, list[int]] = {}
-    for p in (p for p in root.rglob("*") if p.is_file()):
-        counts = folders.setdefault(str(p.parent.relative_to(root)), [0, 0])
-        counts[0], counts[1] = counts[0] + 1, counts[1] + p.stat().st_size
-    by_folder = tuple((name, n, size) for name, (n, size) in sorted(folders.items()))
-    return ResultsSize(root, sum(n for _, n, _ in by_folder), sum(s for _, _, s in by_folder), by_folder)
-
-
-def machines(records: Iterable[Record]) -> tuple[str, ...]:
-    """The distinct machines (``provenance["device"]``) that wrote ``records``, in order of first appearance."""
-    return tuple(dict.fromkeys(str(r.provenance.get("device", "unknown")) for r in records))
-
-
 # --------------------------------------------------------------------------------------- the answer
 
 

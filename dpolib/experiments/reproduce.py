@@ -32,8 +32,8 @@ from .schedule import Job, run_jobs
 
 __all__ = ["PLAN", "world_jobs", "grid_jobs", "reproduce"]
 
-#: The reproduction: (grid, which world seeds) in the book's order; "all" = the profile's seeds,
-#: "first" = world 0, "rest" = the others.
+#: The reproduction's grids in the book's order, each as ``(grid, which world seeds)``, where
+#: "all" means the profile's seeds, "first" world 0 and "rest" the others.
 PLAN = (("rq1", "all"), ("controls", "all"), ("rq2", "first"), ("rq3", "first"), ("appendix-e", "first"),
         ("seeds", "rest"))
 #: Grids the headline arms (grid ``seeds``) are chosen from.
