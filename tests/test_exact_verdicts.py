@@ -176,3 +176,20 @@ def test_the_opening_table_and_answer_follow_the_verdicts(book):
     assert set(exact.opening_table(flipped)["verdict"]) == {exact.FAILS}
     assert exact.answer(flipped).startswith(f"In the default world 0 of the paper's {len(exact.CLAIM_KEYS)} findings")
     assert exact.answer(flipped) != exact.answer({k: replace(v, margin=1.0) for k, v in found.items()})
+
+
+def test_mutating_the_tie_band_changes_the_books_verdicts(book, monkeypatch):
+    """The tolerance is not decorative: with no tie band only exact equalities tie, with a huge one everything
+    ties, and at least one of the two changes what the book's record says."""
+    before = {k: v.outcome for k, v in exact.verdicts(book).items()}
+    changed = []
+    for tolerance in (0.0, 10.0):
+        monkeypatch.setattr(exact, "TIE_TOLERANCE", tolerance)
+        monkeypatch.setattr(exact, "BETA_TOLERANCE_DECADES", tolerance)
+        found = exact.verdicts(book)
+        if tolerance == 0.0:
+            assert all(v.margin == 0 for v in found.values() if v.outcome == exact.TIE)
+        else:
+            assert {v.outcome for v in found.values()} == {exact.TIE}
+        changed.append({k: v.outcome for k, v in found.items()} != before)
+    assert any(changed)
