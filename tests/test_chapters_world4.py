@@ -5,6 +5,7 @@ import math
 
 import matplotlib
 import numpy as np
+import pandas as pd
 import pytest
 
 from record_factory import make_record
@@ -376,3 +377,17 @@ def test_reproduction_cost_of_one_schedule_and_of_stages():
     assert list(staged.stages.index) == ["world", "grid rq1"]
     with pytest.raises(ValueError, match="reproduction_seconds"):
         COST.reproduction_cost({})
+
+
+def test_opening_table_answers_each_question_from_its_measurement():
+    head = W4.Headline("passes", "bpe DPO β = 0.1, +0.058 [+0.052, +0.063] (DPO above SFT)", "0.38 LC points", "0.006")
+    power = pd.DataFrame({"median": [0.38, 0.006]},
+                         index=pd.MultiIndex.from_tuples([("LC points", "pooled"), ("gold", "pooled")]))
+    fast = COST.reproduction_cost({"reproduction_seconds_total": 1500.0, "reproduction_job_seconds": {"run": 3000.0}})
+    slow = COST.reproduction_cost({"reproduction_seconds_total": 2091.0, "reproduction_job_seconds": {"run": 4000.0}})
+    table = W4.opening_table(head, power, fast)
+    assert list(table["verdict"]) == ["passes", "yes", "yes"]
+    assert list(W4.opening_table(head, power, slow)["verdict"])[2] == "no"
+    wide = power.assign(median=[1.5, 0.02])
+    assert list(W4.opening_table(W4.Headline("fails (no arm)", "x", "1.5 LC points", "0.02"), wide, None)["verdict"]) \
+        == ["fails", "no", "not available"]

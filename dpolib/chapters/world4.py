@@ -35,7 +35,7 @@ __all__ = [
     "TARGET_LC_HALF_WIDTH", "LC_DESIGN", "World4Evidence", "load_evidence", "archive_dir", "read_archive_records",
     "World3Facts", "world3_facts", "changes_table", "pool_composition", "pool_distance", "lr_table", "lr_sentence",
     "gate_table", "gate_display", "plot_gate", "power_table", "JudgeCalibration", "judge_calibration",
-    "degenerate_table", "cost_table", "ResultsSize", "results_size", "machines", "Headline", "headline"
+    "degenerate_table", "Headline", "headline", "opening_table"
 ]
 
 #: The issue's power target, a paired 95% half-width of a DPO − SFT difference of at most this many LC points.
@@ -538,3 +538,24 @@ def headline(gate: evidence.Gate | None, power: pd.DataFrame | None, missing: st
     lc, gold = ("not available" if not math.isfinite(w) else f"{w:.3g}" for w in widths)
     return Headline("passes" if gate.passed else "fails (this world cannot test the paper's claims)", best,
                     lc if lc == "not available" else f"{lc} LC points", gold)
+
+
+def opening_table(head: Headline, power: pd.DataFrame | None, cost=None) -> pd.DataFrame:
+    """The chapter's compact verdict table: can DPO beat SFT here (the validity gate), are its comparisons resolved
+    (the median pooled LC half-width against :data:`TARGET_LC_HALF_WIDTH`), and does the whole reproduction fit the
+    book's time target (``cost``: a :class:`dpolib.chapters.cost.ReproductionCost`, ``None`` when not measured)."""
+    from .cost import TARGET_REPRODUCTION_MINUTES
+
+    rows = [("Can DPO beat its SFT student in this world (the validity gate)?", head.best_arm,
+             head.gate_verdict.split(" (")[0])]
+    lc = power.loc[("LC points", "pooled"), "median"] if power is not None else math.nan
+    rows.append((f"Are DPO − SFT differences resolved (median pooled LC half-width ≤ {TARGET_LC_HALF_WIDTH:g})?",
+                 head.lc_half_width, "not available" if not math.isfinite(lc) else
+                 "yes" if lc <= TARGET_LC_HALF_WIDTH else "no"))
+    if cost is None:
+        rows.append((f"Does the whole reproduction run in {TARGET_REPRODUCTION_MINUTES:g} minutes on 2 cores?",
+                     "not measured", "not available"))
+    else:
+        rows.append((f"Does the whole reproduction run in {TARGET_REPRODUCTION_MINUTES:g} minutes on 2 cores?",
+                     f"{cost.wall_seconds / 60:.1f} minutes", "yes" if cost.within_target else "no"))
+    return pd.DataFrame(rows, columns=["question", "measured", "verdict"]).set_index("question")
