@@ -37,7 +37,10 @@ def test_compact_curves_averages_windows_and_keeps_the_read_keys():
     out = compact_curves(rows)
     assert len(out) <= MAX_CURVE_ROWS and out[-1]["step"] == 400
     assert "entropy" not in out[0]  # not read back, not kept
-    assert np.mean([r["loss"] for r in out]) == pytest.approx(np.mean([r["loss"] for r in rows]))
+    assert out[0] == {"step": 1, "loss": 0.0, "rewards/accuracies": 0.0}  # step 1 as logged: the log-2 check
+    assert out[1]["step"] > 2  # the rest is window means
+    widths = np.diff([0] + [r["step"] for r in out])  # each row stands for the steps since the previous one
+    assert np.average([r["loss"] for r in out], weights=widths) == pytest.approx(np.mean([r["loss"] for r in rows]))
     assert compact_curves(rows[:10]) == [{k: v for k, v in r.items() if k != "entropy"} for r in rows[:10]]
     assert compact_curves([]) == []
 

@@ -171,20 +171,24 @@ MAX_CURVE_ROWS = 50
 
 
 def compact_curves(curves, max_rows: int = MAX_CURVE_ROWS) -> list[dict]:
-    """A run's per-step log rows averaged over consecutive windows into at most ``max_rows`` rows.
+    """A run's per-step log rows: the first row as logged, the rest averaged over consecutive windows, at most
+    ``max_rows`` rows in all.
 
-    Each kept row is the mean of its window's rows over :data:`CURVE_KEYS` (``step`` is the
-    window's last step), rounded to 5 significant digits; a log of ``max_rows`` rows or fewer is
-    only filtered and rounded. Window means keep every step's information in the averages
-    (a late-training mean accuracy is the same), at an 8th of the size for a 375-step run.
+    Each averaged row is the mean of its window's rows over :data:`CURVE_KEYS` (``step`` is the
+    window's last step); every row is rounded to 5 significant digits; a log of ``max_rows`` rows or
+    fewer is only filtered and rounded. The first row stays exact because it is a check of its own:
+    at step 1 the policy is its reference, so the loss is log 2 (Eq. 5 at a zero margin). Window means
+    keep every later step's information in the averages (a late-training mean accuracy is the same),
+    at an 8th of the size for a 375-step run.
     """
     rows = [{k: float(r[k]) for k in CURVE_KEYS if k in r and r[k] is not None} for r in curves]
     if not rows:
         return []
-    size = max(1, -(-len(rows) // max_rows))  # ceil
+    first, rest = rows[:1], rows[1:]
+    size = 1 if len(rows) <= max_rows else -(-len(rest) // max(max_rows - 1, 1))  # ceil
+    windows = [first] + [rest[i : i + size] for i in range(0, len(rest), size)]
     out = []
-    for i in range(0, len(rows), size):
-        window = rows[i : i + size]
+    for window in windows:
         keys = [k for k in CURVE_KEYS if all(k in r for r in window)]
         row = {k: float(f"{sum(r[k] for r in window) / len(window):.5g}") for k in keys}
         if "step" in row:
