@@ -362,7 +362,7 @@ def opening_table(found: dict[str, Verdict]) -> pd.DataFrame:
     """The compact verdict table the chapter opens with: one row per claim of the paper tested here
     (:data:`~dpolib.chapters.exact.CLAIM_KEYS`), with the paper's evidence (quoted), our margin and the outcome."""
     rows = [{"claim": found[k].claim, "paper": CLAIMS[found[k].claim],
-             "ours": f"margin {found[k].margin:+.3f} {margin_unit(found[k])} (tie within ±{found[k].tolerance:g})",
+             "ours": f"margin {found[k].margin:+.3f} {margin_unit(found[k])} (a tie if within ±{found[k].tolerance:g})",
              "verdict": found[k].outcome} for k in CLAIM_KEYS]
     return pd.DataFrame(rows, columns=["claim", "paper", "ours", "verdict"])
 

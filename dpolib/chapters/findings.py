@@ -131,7 +131,7 @@ def exact_cell(spec: Headline, verdicts: Mapping | None, robust: pd.DataFrame | 
     found = [verdicts[k] for k in spec.exact_keys]
     outcomes = [_FROM_EXACT[v.outcome] for v in found]
     verdict = DISAGREES if DISAGREES in outcomes else AGREES if set(outcomes) == {AGREES} else INCONCLUSIVE
-    shown = "; ".join(f"{v.margin:+.3f} {exact.margin_unit(v)} (tie within ±{v.tolerance:g})" for v in found)
+    shown = "; ".join(f"{v.margin:+.3f} {exact.margin_unit(v)} (a tie if within ±{v.tolerance:g})" for v in found)
     notes = []
     for v in found:
         if robust is not None and v.claim in robust.columns:
