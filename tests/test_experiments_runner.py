@@ -328,7 +328,7 @@ def test_sweep_engine_writes_the_records_trl_would(smoke_env, smoke_dpo, tmp_pat
             assert [c[name] for c in s.curves] == pytest.approx([c[name] for c in t.curves], rel=1e-5, abs=1e-4), name
         assert s.metrics.reward_accuracy == pytest.approx(t.metrics.reward_accuracy, abs=0.05)
     assert runner.run_sweep(configs, root=tmp_path)[0].provenance == swept[0].provenance  # read back
-    with pytest.raises(ValueError, match="one profile, student, seed and loss"):
+    with pytest.raises(ValueError, match="one profile, student, seed, loss and kind of pairs"):
         runner.run_sweep([configs[0], C.RunConfig("smoke", "bpe", "dpo", "self", 0.1)], root=tmp_path)
     with pytest.raises(ValueError, match="engine must be one of"):
         runner.run_grid("rq1", "smoke", root=tmp_path, engine="jax")

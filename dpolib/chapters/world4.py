@@ -30,6 +30,7 @@ from ..experiments.records import Record, grid_status, load_grid, read_record
 from ..provenance import read_json
 from ..world.profiles import get_profile
 from . import evidence
+from .cost import TARGET_REPRODUCTION_MINUTES
 
 __all__ = [
     "TARGET_LC_HALF_WIDTH", "LC_DESIGN", "World4Evidence", "load_evidence", "archive_dir", "read_archive_records",
@@ -544,8 +545,6 @@ def opening_table(head: Headline, power: pd.DataFrame | None, cost=None) -> pd.D
     """The chapter's compact verdict table: can DPO beat SFT here (the validity gate), are its comparisons resolved
     (the median pooled LC half-width against :data:`TARGET_LC_HALF_WIDTH`), and does the whole reproduction fit the
     book's time target (``cost``: a :class:`dpolib.chapters.cost.ReproductionCost`, ``None`` when not measured)."""
-    from .cost import TARGET_REPRODUCTION_MINUTES
-
     rows = [("Can DPO beat its SFT student in this world (the validity gate)?", head.best_arm,
              head.gate_verdict.split(" (")[0])]
     lc = power.loc[("LC points", "pooled"), "median"] if power is not None else math.nan

@@ -27,6 +27,7 @@ ignored), so a batch with a few long answers does not keep paying for the short 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -55,11 +56,48 @@ class _Cache:
         self.values = [c[member, row] for c in self.values]
 
 
+@dataclass(frozen=True)
+class _Layer:
+    """One layer's stacked weights as a decoding step uses them, fused and transposed once per generation
+    (``(K, in, out)`` matrices; biases ``(K, out)`` or ``None``)."""
+
+    qkv: torch.Tensor
+    qkv_bias: torch.Tensor | None
+    out: torch.Tensor
+    out_bias: torch.Tensor | None
+    up: torch.Tensor  # GPT-2's c_fc; Llama's gate and up projections side by side
+    up_bias: torch.Tensor | None
+    down: torch.Tensor
+    down_bias: torch.Tensor | None
+
+
+def _layers(s: StackedLM) -> list[_Layer]:
+    """Every layer's :class:`_Layer` (Llama's separate projections concatenated here, not at every step)."""
+    layers = []
+    for i in range(s.n_layers):
+        if s.kind == "gpt2":
+            p = f"h.{i}."
+            layers.append(_Layer(
+                s._p(p + "attn.c_attn.weight"), s._p(p + "attn.c_attn.bias"),
+                s._p(p + "attn.c_proj.weight"), s._p(p + "attn.c_proj.bias"),
+                s._p(p + "mlp.c_fc.weight"), s._p(p + "mlp.c_fc.bias"),
+                s._p(p + "mlp.c_proj.weight"), s._p(p + "mlp.c_proj.bias")))
+        else:
+            p = f"layers.{i}."
+            qkv = torch.cat([s._p(f"{p}self_attn.{n}.weight") for n in ("q_proj", "k_proj", "v_proj")], dim=1)
+            up = torch.cat([s._p(p + "mlp.gate_proj.weight"), s._p(p + "mlp.up_proj.weight")], dim=1)
+            layers.append(_Layer(
+                qkv.transpose(1, 2), None, s._p(p + "self_attn.o_proj.weight").transpose(1, 2), None,
+                up.transpose(1, 2), None, s._p(p + "mlp.down_proj.weight").transpose(1, 2), None))
+    return layers
+
+
 class _Decoder:
     """One batch of left-padded prompts decoded greedily by every member of ``stacked``."""
 
-    def __init__(self, stacked: StackedLM, prompts: Sequence[Sequence[int]], max_new_tokens: int, eos: int, pad: int):
-        self.s, self.k, self.eos = stacked, stacked.k, eos
+    def __init__(self, stacked: StackedLM, layers: list[_Layer], prompts: Sequence[Sequence[int]],
+                 max_new_tokens: int, eos: int, pad: int):
+        self.s, self.layers, self.k, self.eos = stacked, layers, stacked.k, eos
         rows, width = len(prompts), max(len(p) for p in prompts)
         self.width, self.max_new = width, max_new_tokens
         ids = torch.full((rows, width), pad, dtype=torch.long)
@@ -80,27 +118,18 @@ class _Decoder:
         self.out = torch.full((self.k, rows, max_new_tokens), pad, dtype=torch.long)
 
     # -- one layer, every position of the prompt (prefill) or one new position (step) ----------------
-    def _qkv(self, i: int, x: torch.Tensor):
-        s, p = self.s, f"{self.s.prefix}.h.{i}." if self.s.kind == "gpt2" else f"{self.s.prefix}.layers.{i}."
-        if s.kind == "gpt2":
-            hidden = x.shape[-1]
-            return _bmm(x, s.params[p + "attn.c_attn.weight"], s.params[p + "attn.c_attn.bias"]).split(hidden, -1)
-        w = torch.cat([s.params[f"{p}self_attn.{n}.weight"] for n in ("q_proj", "k_proj", "v_proj")], dim=1)
-        hd = s.head_dim
-        return _bmm(x, w.transpose(1, 2)).split([s.n_heads * hd, s.n_kv_heads * hd, s.n_kv_heads * hd], -1)
-
-    def _block(self, i: int, h: torch.Tensor, positions: torch.Tensor, write_at: slice | int, mask: torch.Tensor):
+    def _block(self, i: int, h: torch.Tensor, positions: torch.Tensor, write_at: slice, mask: torch.Tensor):
         """Layer ``i`` on ``h`` ``(K, rows, n, hidden)`` at ``positions`` ``(K, rows, n)``; keys and values are
         written to cache columns ``write_at``; ``mask`` ``(K * rows, 1, n, keys)`` says who attends to whom."""
-        s = self.s
+        s, w = self.s, self.layers[i]
         k_, rows, n, hidden = h.shape
         flat = h.reshape(k_, rows * n, hidden)
         gpt2 = s.kind == "gpt2"
         p = f"h.{i}." if gpt2 else f"layers.{i}."
         x = s._layer_norm(flat, p + "ln_1") if gpt2 else s._rms_norm(flat, p + "input_layernorm.weight")
-        q, key, value = self._qkv(i, x)
         heads, kv_heads = s.n_heads, (s.n_heads if gpt2 else s.n_kv_heads)
         hd = hidden // heads if gpt2 else s.head_dim
+        q, key, value = _bmm(x, w.qkv, w.qkv_bias).split([heads * hd, kv_heads * hd, kv_heads * hd], -1)
         q = q.reshape(k_, rows, n, heads, hd)
         key = key.reshape(k_, rows, n, kv_heads, hd)
         value = value.reshape(k_, rows, n, kv_heads, hd)
@@ -118,19 +147,14 @@ class _Decoder:
         qq = q.permute(0, 1, 3, 2, 4).reshape(k_ * rows, heads, n, hd)
         a = F.scaled_dot_product_attention(qq, kk, vv, attn_mask=mask, enable_gqa=kv_heads != heads)
         a = a.reshape(k_, rows, heads, n, hd).permute(0, 1, 3, 2, 4).reshape(k_, rows * n, hidden)
+        flat = flat + _bmm(a, w.out, w.out_bias)
         if gpt2:
-            flat = flat + _bmm(a, s._p(p + "attn.c_proj.weight"), s._p(p + "attn.c_proj.bias"))
-            x = s._layer_norm(flat, p + "ln_2")
-            x = F.gelu(_bmm(x, s._p(p + "mlp.c_fc.weight"), s._p(p + "mlp.c_fc.bias")),
+            x = F.gelu(_bmm(s._layer_norm(flat, p + "ln_2"), w.up, w.up_bias),
                        approximate="none" if s.config.activation_function == "gelu" else "tanh")
-            flat = flat + _bmm(x, s._p(p + "mlp.c_proj.weight"), s._p(p + "mlp.c_proj.bias"))
         else:
-            flat = flat + _bmm(a, s._p(p + "self_attn.o_proj.weight").transpose(1, 2))
-            x = s._rms_norm(flat, p + "post_attention_layernorm.weight")
-            gate, up = _bmm(x, torch.cat([s._p(p + "mlp.gate_proj.weight"), s._p(p + "mlp.up_proj.weight")],
-                                         dim=1).transpose(1, 2)).chunk(2, dim=-1)
-            flat = flat + _bmm(F.silu(gate) * up, s._p(p + "mlp.down_proj.weight").transpose(1, 2))
-        return flat.reshape(k_, rows, n, hidden)
+            gate, up = _bmm(s._rms_norm(flat, p + "post_attention_layernorm.weight"), w.up).chunk(2, dim=-1)
+            x = F.silu(gate) * up
+        return (flat + _bmm(x, w.down, w.down_bias)).reshape(k_, rows, n, hidden)
 
     def _forward(self, ids: torch.Tensor, positions: torch.Tensor, write_at, mask: torch.Tensor) -> torch.Tensor:
         """Next-token logits ``(K, rows, vocab)`` after the last of ``ids`` ``(K, rows, n)``."""
@@ -195,9 +219,10 @@ class _Decoder:
 
 
 def decode_batch(stacked: StackedLM, prompts: Sequence[Sequence[int]], max_new_tokens: int, eos: int,
-                 pad: int) -> torch.Tensor:
-    """Greedy continuations of one batch of prompt ids by every member: ``(K, len(prompts), max_new_tokens)``."""
-    return _Decoder(stacked, prompts, max_new_tokens, eos, pad).run()
+                 pad: int, layers: list[_Layer] | None = None) -> torch.Tensor:
+    """Greedy continuations of one batch of prompt ids by every member: ``(K, len(prompts), max_new_tokens)``
+    (``layers``: :func:`_layers` of ``stacked``, when several batches share them)."""
+    return _Decoder(stacked, layers or _layers(stacked), prompts, max_new_tokens, eos, pad).run()
 
 
 @torch.no_grad()
@@ -219,9 +244,10 @@ def generate_ensemble(models: Sequence, tokenizer, prompts: Sequence[Sequence[di
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     encoded = encode_prompts(tokenizer, prompts)
+    layers = _layers(stacked)
     out: list[list[Generation | None]] = [[None] * len(encoded) for _ in models]
     for idx in prompt_batches(encoded, settings.batch_size):
-        ids = decode_batch(stacked, [encoded[i] for i in idx], settings.max_new_tokens, eos, pad)
+        ids = decode_batch(stacked, [encoded[i] for i in idx], settings.max_new_tokens, eos, pad, layers)
         for m in range(stacked.k):
             for row, i in enumerate(idx):
                 out[m][i] = to_generation(ids[m, row].tolist(), tokenizer)

@@ -30,35 +30,27 @@ from .config import RunConfig, students
 from .cpu import world_jobs
 from .schedule import Job, run_jobs
 
-__all__ = ["PLAN", "world_jobs", "grid_jobs", "reproduce"]
+__all__ = ["PLAN", "grid_jobs", "reproduce"]
 
 #: The reproduction's grids in the book's order, each as ``(grid, which world seeds)``, where
 #: "all" means the profile's seeds, "first" world 0 and "rest" the others.
 PLAN = (("rq1", "all"), ("controls", "all"), ("rq2", "first"), ("rq3", "first"), ("appendix-e", "first"),
         ("seeds", "rest"))
-#: Grids the headline arms (grid ``seeds``) are chosen from.
-_HEADLINE_SOURCES = ("rq1", "rq2", "rq3", "appendix-e")
 #: Expected seconds of each kind of job on the cpu profile (they only order the ready jobs).
 _COST = {"models": 330.0, "data": 250.0, "rate": 150.0, "report": 40.0, "sft": 8.0, "sweep": 10.0, "member": 14.0}
 
 
-def _units(configs: list[RunConfig]) -> list[list[RunConfig]]:
-    from .runner import sweep_groups
-
-    after = [c for c in configs if c.reference == "rq1-best"]  # trained from RQ1's best policy: a later sweep
-    before = [c for c in configs if c.reference != "rq1-best"]
-    return [[c] for c in before if c.objective == "sft"] + sweep_groups(before) + sweep_groups(after)
-
-
 def grid_jobs(plan: list[tuple[str, list[int]]], profile: str, root: Path | None = None,
-              done: dict[str, list[str]] | None = None, prefix: str = "") -> tuple[list[Job], dict[str, list[str]]]:
-    """The runs of ``plan`` (``(grid, seeds)`` pairs) as jobs: one per SFT row, one per sweep; records that
-    exist are skipped, a configuration in two grids runs once (its policy kept if either grid keeps it).
+              world_deps: bool = True) -> tuple[list[Job], dict[str, list[str]]]:
+    """The runs of ``plan`` (``(grid, seeds)`` pairs) as jobs: one per SFT row, one per sweep of a grid
+    (:func:`~dpolib.experiments.runner.grid_units`); records that exist are skipped, a configuration in two grids
+    runs once (its policy kept if either grid keeps it). A run depends on its world's data and its student's
+    learning rate (``world_deps=False``: already built), Appendix E's on RQ1's runs of its student and world.
 
-    Returns the jobs and, per grid, the names of the jobs that run its configurations (together with ``done``).
+    Returns the jobs and, per grid, the names of the jobs that run its configurations.
     """
     from .records import grid, record_path
-    from .runner import KEEP_POLICY_GRIDS, _readable, _run_unit, backend_for
+    from .runner import KEEP_POLICY_GRIDS, _readable, _run_unit, backend_for, grid_units
 
     backend = backend_for(profile)
     seen: set[Path] = set()
@@ -77,21 +69,23 @@ def grid_jobs(plan: list[tuple[str, list[int]]], profile: str, root: Path | None
                 todo.append(c)
                 path_of[c] = path
             seen.add(path)
-        units += _units(todo)  # a grid's own sweeps, as run_grid trains them: the records do not change
+        units += grid_units(todo)  # a grid's own sweeps, as run_grid trains them: the records do not change
     jobs: list[Job] = []
-    by_grid: dict[str, list[str]] = defaultdict(list, {k: list(v) for k, v in (done or {}).items()})
+    by_grid: dict[str, list[str]] = defaultdict(list)
     names = []
     for unit in units:
         first = unit[0]
         kind = "sft" if first.objective == "sft" else "from-rq1-best" if first.reference == "rq1-best" else "sweep"
-        base = f"{prefix}run/{first.seed}/{first.student}/{kind}/{first.pairs}/{first.loss}"
+        base = f"run/{first.seed}/{first.student}/{kind}/{first.pairs}/{first.loss}"
         names.append(base + ("" if base not in names else f"/{sum(n.startswith(base) for n in names)}"))
         for c in unit:
             for g in grid_of[path_of[c]]:
                 by_grid[g].append(names[-1])
     for name, unit in zip(names, units):
         first = unit[0]
-        deps = {f"data/{first.seed}"} | ({f"rate/{first.student}"} if first.objective != "sft" else set())
+        deps = set()
+        if world_deps:
+            deps = {f"data/{first.seed}"} | ({f"rate/{first.student}"} if first.objective != "sft" else set())
         if first.reference == "rq1-best":  # RQ1's runs of this student and world, and its SFT row
             deps |= {j for j in by_grid.get("rq1", []) if f"/{first.seed}/{first.student}/" in j and j != name}
         cost = _COST["sft"] if first.objective == "sft" else _COST["sweep"] + _COST["member"] * len(unit)
@@ -108,10 +102,6 @@ def _write_reports(profile) -> None:
 
     write_world_report(profile)
     write_compatibility(profile)
-
-
-def _done() -> None:
-    """Stands for a job of the first schedule that the second one depends on (it has run)."""
 
 
 def reproduce(profile: str = "cpu", workers: int = 2, root: Path | None = None) -> dict:
@@ -132,7 +122,7 @@ def reproduce(profile: str = "cpu", workers: int = 2, root: Path | None = None) 
     job_seconds: dict[str, float] = defaultdict(float)
 
     def on_done(job: Job, result, seconds: float) -> None:
-        job_seconds[job.name.split("/")[0] if job.name.split("/")[0] != "later" else "run"] += seconds
+        job_seconds[job.name.split("/")[0]] += seconds
 
     t0 = time.perf_counter()
     jobs = world_jobs(p, seeds, on_policy=True, costs=_COST)
@@ -142,9 +132,7 @@ def reproduce(profile: str = "cpu", workers: int = 2, root: Path | None = None) 
     run_jobs(jobs + runs, workers, on_done=on_done)
     later = [(g, which[s]) for g, s in PLAN if g == "seeds" and which[s]]
     if later:
-        extra, _ = grid_jobs(later, profile, root, prefix="later/")
-        finished = [Job(f"data/{s}", _done) for s in seeds] + [Job(f"rate/{s}", _done) for s in students(profile)]
-        run_jobs(finished + extra, workers, on_done=lambda job, r, sec: job.fn is _done or on_done(job, r, sec))
+        run_jobs(grid_jobs(later, profile, root, world_deps=False)[0], workers, on_done=on_done)
     write_lr_choices(CpuBackend(p), students(profile))
     wall = time.perf_counter() - t0
     record_reproduction(profile, wall, dict(job_seconds), workers)

@@ -36,7 +36,7 @@ from .records import (
     write_record,
 )  # fmt: skip
 
-__all__ = ["backend_for", "run", "run_sweep", "sweep_groups", "run_grid", "save_policy", "KEEP_POLICY_GRIDS", "ENGINES"]
+__all__ = ["backend_for", "run", "run_sweep", "sweep_groups", "grid_units", "run_grid", "save_policy", "KEEP_POLICY_GRIDS", "ENGINES"]
 
 #: Grids whose trained policies are kept (Appendix E's reference is the best RQ1 policy, at each seed).
 KEEP_POLICY_GRIDS = ("rq1", "seeds")
@@ -147,14 +147,16 @@ def _prepare(config: RunConfig, backend: Backend, world, root: Path | None):
 
 
 def _finish(config: RunConfig, policy, tokenizer, curves, *, backend: Backend, world, val, path: Path,
-            times: dict, reference_name: str, keep_policy: bool, trainer: dict, generations=None) -> Record:
-    """Steps 4 and after: keep the policy if asked, evaluate it, write and return the record."""
+            times: dict, reference_name: str, keep_policy: bool, trainer: dict, generations=None,
+            generate_seconds: float = 0.0) -> Record:
+    """Steps 4 and after: keep the policy if asked, evaluate it, write and return the record (``generations``:
+    made already, in ``generate_seconds``, by a sweep's members decoding together)."""
     if keep_policy and config.objective != "sft":
         save_policy(policy, tokenizer, backend.policy_dir(config))
     t = time.perf_counter()
     policy.eval()
     metrics = _evaluate(policy, tokenizer, config, backend, world, val, generations)
-    times["evaluate"] = time.perf_counter() - t + times.pop("generate_shared", 0.0)
+    times["evaluate"] = time.perf_counter() - t + generate_seconds
     times["total"] = sum(v for k, v in times.items() if k != "total")
     record = Record(
         config=config, metrics=metrics, curves=tuple(compact_curves(curves)),
@@ -230,7 +232,7 @@ def run_sweep(configs: list[RunConfig], *, root: Path | None = None, force: bool
         return []
     keys = {(c.profile, c.student, c.seed, c.loss, c.pairs) for c in configs}
     if len(keys) != 1 or any(c.objective == "sft" for c in configs):
-        raise ValueError("a sweep trains runs of one profile, student, seed and loss (no SFT row); "
+        raise ValueError("a sweep trains runs of one profile, student, seed, loss and kind of pairs (no SFT row); "
                          f"got {sorted(c.label() for c in configs)}")
     backend = backend or backend_for(configs[0].profile)
     paths_ = [record_path(c, root, backend.settings, backend.record_suffix) for c in configs]
@@ -257,11 +259,12 @@ def run_sweep(configs: list[RunConfig], *, root: Path | None = None, force: bool
                        "padding": result.padding, "generation": "stacked" if generations else "per member"}
             for m, ((config, path), (_, val, name, pre_s), (_, curves)) in enumerate(zip(todo, prepared,
                                                                                            result.members)):
-                times = {"world": world_s, "precompute": pre_s, "train": train_s, "generate_shared": generate_s}
+                times = {"world": world_s, "precompute": pre_s, "train": train_s}
                 done[config] = _finish(config, models[m], tokenizer, curves, backend=backend,
                                        world=world, val=val, path=path, times=times, reference_name=name,
                                        keep_policy=keep_policy, trainer=trainer,
-                                       generations=generations[m] if generations else None)
+                                       generations=generations[m] if generations else None,
+                                       generate_seconds=generate_s)
             backend.free()
     return [done[c] for c in configs]
 
@@ -279,6 +282,14 @@ def _generate_members(models: list, tokenizer, config: RunConfig, backend: Backe
     for m in models:
         m.eval()
     return generate_ensemble(models, tokenizer, world.test_messages, settings)
+
+
+def grid_units(configs: list[RunConfig], engine: str = "sweep") -> list[list[RunConfig]]:
+    """A grid's units of work: one run each (``engine="trl"``), or each SFT row alone and one sweep per
+    :func:`sweep_groups` group (``"sweep"``; SFT rows are never trained)."""
+    if engine == "trl":
+        return [[c] for c in configs]
+    return [[c] for c in configs if c.objective == "sft"] + sweep_groups(configs)
 
 
 def _check_workers(workers: int) -> int:
@@ -332,9 +343,7 @@ def run_grid(name: str, profile: str, *, seeds: Iterable[int] = (0,), root: Path
     configs = grid(name, profile, seeds, root)
     keep = name in KEEP_POLICY_GRIDS
     todo = [c for c in configs if force or not _readable(record_path(c, root, backend.settings, backend.record_suffix))]
-    # units of work: one run each, or one sweep per student (the SFT rows are never trained: one run each)
-    units = ([[c] for c in todo] if engine == "trl"
-             else [[c] for c in todo if c.objective == "sft"] + sweep_groups(todo))
+    units = grid_units(todo, engine)
     bar = tqdm(total=len(todo), desc=f"grid {name} ({profile}, {engine})", disable=not progress_enabled(progress) or not todo)
     kw = dict(engine=engine, root=root, force=force, keep_policy=keep)
     if workers > 1 and len(units) > 1 and profile != "gpu":
