@@ -219,9 +219,10 @@ class _Decoder:
 
 
 def decode_batch(stacked: StackedLM, prompts: Sequence[Sequence[int]], max_new_tokens: int, eos: int,
-                 pad: int, layers: list[_Layer] | None = None) -> torch.Tensor:
+                 pad: int, layers: list | None = None) -> torch.Tensor:
     """Greedy continuations of one batch of prompt ids by every member: ``(K, len(prompts), max_new_tokens)``
-    (``layers``: :func:`_layers` of ``stacked``, when several batches share them)."""
+    (``layers``: each layer's fused weights, prepared once by :func:`generate_ensemble` for all its batches;
+    ``None`` prepares them here)."""
     return _Decoder(stacked, layers or _layers(stacked), prompts, max_new_tokens, eos, pad).run()
 
 
