@@ -135,7 +135,7 @@ def bench_size(size: str, family: str, k: int, steps: int | None, runs: int, see
 
     from dpolib.evaluation import generate
     from dpolib.experiments.cpu import cpu_threads
-    from dpolib.experiments.ensemble_generate import generate_ensemble
+    from dpolib.ensemble_generate import generate_ensemble
     from dpolib.experiments.sweep import train_plain, train_sweep
 
     betas = BETAS[:k] if k <= len(BETAS) else tuple(0.1 * (i + 1) for i in range(k))

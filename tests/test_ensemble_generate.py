@@ -1,9 +1,10 @@
-"""Stacked greedy generation against ``model.generate``, member by member (issue 15).
+"""Stacked generation against ``model.generate``, member by member (issue 15).
 
-:func:`dpolib.experiments.ensemble_generate.generate_ensemble` decodes K models at once; each
+:func:`dpolib.ensemble_generate.generate_ensemble` decodes K models at once; each
 member's tokens must equal what :func:`dpolib.evaluation.generate` (Hugging Face's ``generate``
 with left padding) gives for that model alone, on GPT-2 and on Llama, whether finished rows are
-dropped from the cache early, late or never.
+dropped from the cache early, late or never. Sampling draws from the model's distribution at the
+temperature, and a member samples the same tokens in a stack, alone, or in other batches.
 """
 
 import pytest
@@ -11,8 +12,8 @@ import torch
 
 import tiny
 from dpolib import evaluation as E
-from dpolib.experiments import ensemble_generate as EG
-from dpolib.experiments.ensemble import StackedLM
+from dpolib import ensemble_generate as EG
+from dpolib.ensemble import StackedLM
 
 SETTINGS = E.GenerationSettings(max_new_tokens=24, batch_size=5)
 
@@ -60,12 +61,66 @@ def test_prompt_lengths_differ_so_left_padding_is_exercised():
     assert len(lengths) > 3
 
 
-def test_sampling_and_mismatched_members_are_refused():
+def test_bad_settings_and_mismatched_members_are_refused():
     models, tok = _members("gpt2")
-    with pytest.raises(ValueError, match="greedily only"):
-        EG.generate_ensemble(models, tok, _prompts(2), E.GenerationSettings(do_sample=True))
+    with pytest.raises(ValueError, match="top_p=1 only"):
+        EG.generate_ensemble(models, tok, _prompts(2), E.GenerationSettings(do_sample=True, top_p=0.9))
+    with pytest.raises(ValueError, match="positive temperature"):
+        EG.generate_ensemble(models, tok, _prompts(2), E.GenerationSettings(do_sample=True, temperature=0.0))
+    with pytest.raises(ValueError, match="one seed per member"):
+        EG.generate_ensemble(models, tok, _prompts(2), E.GenerationSettings(do_sample=True), seeds=[1])
+    with pytest.raises(ValueError, match="draws nothing"):
+        EG.generate_ensemble(models, tok, _prompts(2), SETTINGS, seeds=[1, 2, 3])
     other = tiny.char_model(tok, seed=1, n_layer=2, n_embd=32)
     with pytest.raises(ValueError, match="differs in architecture"):
         StackedLM.from_models([models[0], other])
     with pytest.raises(ValueError, match="at least one member"):
         StackedLM.from_models([])
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+@pytest.mark.parametrize("compact_below", [0.0, 1.0])
+def test_a_member_samples_alone_what_it_samples_in_a_stack(kind, compact_below, monkeypatch):
+    monkeypatch.setattr(EG, "COMPACT_BELOW", compact_below)
+    models, tok = _members(kind)
+    prompts = _prompts()
+    sampling = E.GenerationSettings(max_new_tokens=24, batch_size=5, do_sample=True)
+    stacked = EG.generate_ensemble(models + [models[0]], tok, prompts, sampling, seeds=[11, 12, 13, 14])
+    for m, seed in enumerate([11, 12, 13]):
+        for batch_size in (5, 13):
+            alone = EG.generate_ensemble([models[m]], tok, prompts,
+                                         E.GenerationSettings(max_new_tokens=24, batch_size=batch_size,
+                                                              do_sample=True), seeds=[seed])[0]
+            assert [g.token_ids for g in alone] == [g.token_ids for g in stacked[m]]
+    # two seeds of one model give other samples; the same seed the same ones
+    assert [g.token_ids for g in stacked[3]] != [g.token_ids for g in stacked[0]]
+    again = EG.generate_ensemble([models[0]], tok, prompts, sampling, seeds=[14])[0]
+    assert [g.token_ids for g in again] == [g.token_ids for g in stacked[3]]
+    greedy = EG.generate_ensemble(models, tok, prompts, SETTINGS)
+    assert [g.token_ids for g in stacked[0]] != [g.token_ids for g in greedy[0]]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_samples_follow_the_models_distribution(temperature):
+    """The first sampled token of one prompt, drawn 3,000 times, against softmax(logits / T)."""
+    models, tok = _members("gpt2")
+    model, prompt, n = models[0], _prompts(1)[0], 3000
+    ids = torch.tensor([E.encode_prompts(tok, [prompt])[0]])
+    with torch.no_grad():
+        probs = torch.softmax(model(input_ids=ids).logits[0, -1] / temperature, dim=-1)
+    settings = E.GenerationSettings(max_new_tokens=1, batch_size=n, do_sample=True, temperature=temperature)
+    first = [g.token_ids[0] for g in EG.generate_ensemble([model], tok, [prompt] * n, settings, seeds=[5])[0]]
+    freq = torch.bincount(torch.tensor(first), minlength=len(probs)).double() / n
+    bound = 4 * (probs.double() * (1 - probs.double()) / n).sqrt() + 1e-3
+    assert bool(((freq - probs.double()).abs() <= bound).all())
+    assert (probs > 0.02).sum() >= 5  # a spread-out distribution, so the check has something to check
+
+
+def test_a_cold_temperature_samples_the_greedy_tokens():
+    models, tok = _members("llama")
+    prompts = _prompts()
+    cold = EG.generate_ensemble(models, tok, prompts, E.GenerationSettings(
+        max_new_tokens=24, batch_size=5, do_sample=True, temperature=1e-7), seeds=[1, 2, 3])
+    greedy = EG.generate_ensemble(models, tok, prompts, SETTINGS)
+    for a, b in zip(cold, greedy):
+        assert [g.token_ids for g in a] == [g.token_ids for g in b]

@@ -15,8 +15,9 @@ from datasets import Dataset
 from transformers.trainer_callback import PrinterCallback
 
 import tiny
-from dpolib.experiments.ensemble import StackedLM
-from dpolib.experiments.sweep import Pair, batch_order, make_groups, recipe_from_args, train_plain, train_sweep
+from dpolib.ensemble import StackedLM
+from dpolib.experiments.sweep import (Pair, _sequence, batch_order, make_groups, recipe_from_args, train_plain,
+                                     train_sweep)
 from dpolib.references import ModelReference, UniformReference, precompute
 from dpolib.trl_bridge import PrecomputedRefDPOTrainer, make_dpo_config
 
@@ -136,14 +137,57 @@ def test_length_groups_keep_every_response_token_and_cut_padding():
     pairs = [Pair((1,) * p, (2,) * c, (3,) * r) for p, c, r in
              [(5, 3, 40), (6, 2, 2), (5, 30, 3), (4, 4, 4), (7, 1, 9), (5, 60, 2), (3, 3, 3), (6, 5, 5)]]
     for cost in (0, 50, 10_000):
-        groups, counts = make_groups(pairs, recipe, cost)
-        assert sum(len(g.target) for g in groups) == sum(len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
-        assert counts["real"] <= counts["padded"] <= counts["trl_padded"]
-        for g in groups:  # the position of each target's query slot is the one before the target token
-            rows, slots = g.queries.shape
-            position = g.queries.reshape(-1)[g.source]
-            assert torch.equal(g.input_ids[g.source // slots, position + 1], g.target)
-    assert len(make_groups(pairs, recipe, 10_000)[0]) == 1 and len(make_groups(pairs, recipe, 0)[0]) > 3
+        for share in (True, False):
+            batch, counts = make_groups(pairs, recipe, cost, share_prefix=share)
+            assert len(batch.target) == sum(len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
+            assert counts["computed"] <= counts["padded"] <= counts["trl_padded"]
+            assert counts["computed"] == (counts["real"] - sum(len(p.prompt_ids) - 1 for p in pairs) if share
+                                          else counts["real"])
+            # the token after each target's query slot is the target
+            slots = torch.cat([b.offset + b.queries.reshape(-1) + torch.arange(b.rows).repeat_interleave(
+                b.queries.shape[1]) * b.length for b in batch.blocks if b.queries is not None])
+            assert torch.equal(batch.input_ids[slots[batch.source] + 1], batch.target)
+    suffix_blocks = lambda cost: len([b for b in make_groups(pairs, recipe, cost)[0].blocks if b.queries is not None])
+    assert suffix_blocks(10_000) == 1 and suffix_blocks(0) > 3
+
+
+def _hf_logps(model, pairs, recipe):
+    """Each sequence's summed response log-prob by the Hugging Face model, one sequence at a time."""
+    out = []
+    for response in ("chosen_ids", "rejected_ids"):
+        for p in pairs:
+            ids, start = _sequence(p.prompt_ids, getattr(p, response), recipe)
+            with torch.no_grad():
+                logps = model(torch.tensor([ids])).logits[0, :-1].log_softmax(-1)
+            out.append(logps.gather(-1, torch.tensor(ids[1:])[:, None])[max(start, 1) - 1:].sum().item())
+    return torch.tensor(out)
+
+
+@pytest.mark.parametrize("family", ["char", "bpe"])
+@pytest.mark.parametrize("truncation", ["keep_start", "keep_end"])
+def test_shared_prefix_logps_equal_the_whole_sequences(family, truncation):
+    tok = tiny.char_tokenizer() if family == "char" else tiny.bpe_tokenizer()
+    model = tiny.char_model(tok, seed=3, n_layer=2, n_embd=48) if family == "char" else tiny.llama_model(tok, seed=3,
+                                                                                                       hidden=32)
+    g = torch.Generator().manual_seed(1)
+    ids = lambda n: tuple(torch.randint(3, 20, (n,), generator=g).tolist())
+    pairs = [Pair(ids(5), ids(3), ids(7)), Pair(ids(12), ids(4), ids(4)), Pair(ids(1), ids(6), ids(2)),
+             Pair(ids(9), (4, 5, 6) + ids(3), (4, 5, 6) + ids(5)),  # responses that open alike
+             Pair(ids(20), ids(10), ids(2)),  # cut into the prompt at max_length (keep_end), its response (keep_start)
+             Pair(ids(7), (7,), (7, 8)), Pair(ids(3), ids(15), ids(15))]
+    args = make_dpo_config("unused", beta=0.1, seed=0, **{**DPO_ARGS, "max_length": 16, "truncation_mode": truncation})
+    recipe = recipe_from_args(args, len(pairs))
+    stacked = StackedLM(model, 2)
+    with torch.no_grad():  # a second member with other weights
+        for p in stacked.params.values():
+            p[1].add_(0.02 * torch.randn(p[1].shape, generator=g))
+    expected = torch.stack([_hf_logps(stacked.to_model(m), pairs, recipe) for m in range(2)])
+    whole = stacked.sequence_logps(make_groups(pairs, recipe, 30, share_prefix=False)[0], 2 * len(pairs))
+    for cost in (0, 30, 10_000):
+        batch, counts = make_groups(pairs, recipe, cost)
+        assert counts["computed"] < counts["real"] and any(b.context is not None for b in batch.blocks)
+        shared = stacked.sequence_logps(batch, 2 * len(pairs))
+        assert torch.allclose(shared, whole, atol=2e-5, rtol=0) and torch.allclose(shared, expected, atol=5e-5, rtol=0)
 
 
 def test_guards_name_the_fix(char_world):

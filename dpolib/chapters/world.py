@@ -76,8 +76,10 @@ WORLD_CHANGES = {
     "world-3a": "+ 4 model-sampled sources (2 large SFT models, 2 peers); + 'thorough' writer "
     "(gold-neutral detail sentences); filler penalty 0.04 → 0.1",
     "world-3": "+ most SFT demonstrations open with a stock phrase (families' sft_mix)",
-    "current": "World 4: sibling SFT models as most of the candidate pool; 3 world seeds; 2,000 test prompts, "
+    "world-4": "World 4: sibling SFT models as most of the candidate pool; 3 world seeds; 2,000 test prompts, "
     "1,000 validation pairs; DPO learning rate chosen per student",
+    "current": "World 4.1: World 4 rebuilt by issue 15's pipeline; one sampling seed per pool source (world-4's "
+    "sources shared one); stacked sampler; fused GELU",
 }
 
 

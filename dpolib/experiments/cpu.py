@@ -191,7 +191,7 @@ def _choose_rate(profile: Profile, student: str) -> None:
 def world_jobs(profile: Profile, seeds, on_policy: bool = True, costs: dict | None = None) -> list[Job]:
     """Each world seed's models (one job per family) and data, and each student's learning rate (world 0):
     ``models/<seed>/<family>``, ``data/<seed>`` and ``rate/<family>`` (:mod:`dpolib.experiments.schedule`)."""
-    costs = {"models": 330.0, "data": 250.0, "rate": 150.0, **(costs or {})}
+    costs = {"models": 280.0, "data": 60.0, "rate": 150.0, **(costs or {})}
     seeds = list(seeds)
     jobs = []
     for seed in seeds:

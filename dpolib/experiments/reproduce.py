@@ -37,7 +37,7 @@ __all__ = ["PLAN", "grid_jobs", "reproduce"]
 PLAN = (("rq1", "all"), ("controls", "all"), ("rq2", "first"), ("rq3", "first"), ("appendix-e", "first"),
         ("seeds", "rest"))
 #: Expected seconds of each kind of job on the cpu profile (they only order the ready jobs).
-_COST = {"models": 330.0, "data": 250.0, "rate": 150.0, "report": 40.0, "sft": 8.0, "sweep": 10.0, "member": 14.0}
+_COST = {"models": 280.0, "data": 60.0, "rate": 150.0, "report": 40.0, "sft": 8.0, "sweep": 10.0, "member": 14.0}
 
 
 def grid_jobs(plan: list[tuple[str, list[int]]], profile: str, root: Path | None = None,

@@ -270,10 +270,10 @@ def run_sweep(configs: list[RunConfig], *, root: Path | None = None, force: bool
 
 
 def _generate_members(models: list, tokenizer, config: RunConfig, backend: Backend, world):
-    """Every member's test generations decoded together (:func:`~dpolib.experiments.ensemble_generate.generate_ensemble`),
+    """Every member's test generations decoded together (:func:`~dpolib.ensemble_generate.generate_ensemble`),
     or ``None`` where the members cannot be stacked (then each is generated on its own, as :func:`run` does)."""
-    from .ensemble import SUPPORTED
-    from .ensemble_generate import generate_ensemble
+    from ..ensemble import SUPPORTED
+    from ..ensemble_generate import generate_ensemble
 
     settings = _generation_settings(config, backend)
     if settings.do_sample or any(m.config.model_type not in SUPPORTED for m in models) or \

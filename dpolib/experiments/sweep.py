@@ -3,7 +3,7 @@
 A β sweep of the CPU world is K runs of the same tiny student on the same pairs; they
 differ only in β (Eq. 5) and, for the objectives of Eqs. 10 and 15, in the reference
 columns ``ref_chosen_logps`` / ``ref_rejected_logps``. :func:`train_sweep` trains them
-together: one :class:`~dpolib.experiments.ensemble.StackedLM` holds the K members'
+together: one :class:`~dpolib.ensemble.StackedLM` holds the K members'
 weights, every step feeds all of them the same batch, and each member keeps its own
 loss, gradient clipping and AdamW moments, so member k follows the trajectory that a
 TRL run (:class:`dpolib.trl_bridge.PrecomputedRefDPOTrainer`) with β_k and member k's
@@ -26,9 +26,14 @@ The recipe is TRL's, read from the same ``DPOConfig`` the runner builds
   ``rewards/accuracies``, ``rewards/margins``, ``logps/chosen``, ``logps/rejected``,
   ``grad_norm``, ``learning_rate``, ``epoch``, ``step``), one dict a step.
 
-Less padding: a step's 2 × batch sequences are passed in length groups (each padded to
-its own longest), and ``bucket=True`` draws batches of similar length (the HF
-length-grouped sampler's idea: sort within shuffled mega-batches, then shuffle the batches).
+Less work per step (:func:`make_groups`): each pair's shared prefix (the prompt but its last
+token, the longest common prefix of the two truncated sequences at most) is computed once and
+both responses attend to it, which is the same causal attention as over the whole sequences
+(only float round-off differs; the reasoning is in :mod:`dpolib.ensemble`); prefixes and the
+per-sequence suffixes are passed in length groups (each padded to its own longest). On the
+cpu world the sharing drops about a quarter of a step's tokens. ``bucket=True`` draws batches
+of similar length (the HF length-grouped sampler's idea: sort within shuffled mega-batches,
+then shuffle the batches).
 Bucketed batches are not TRL's, so that mode is checked against :func:`train_plain`, a plain
 PyTorch loop over the same batches with the Hugging Face model.
 
@@ -51,7 +56,7 @@ from ..encoding import encode
 from ..losses import dpo_loss
 from ..profile import progress_enabled
 from ..references import REF_COLUMNS, REF_SCORING_COLUMN, validate_preference_dataset
-from .ensemble import Group, StackedLM
+from ..ensemble import Block, Packed, StackedLM, clip_grad_norm_per_member
 
 __all__ = ["Pair", "Recipe", "SweepResult", "tokenize_pairs", "batch_order", "make_groups", "train_sweep",
            "train_plain", "recipe_from_args", "MEGA_BATCHES"]
@@ -196,21 +201,14 @@ def batch_order(n: int, recipe: Recipe, lengths: Sequence[int] | None = None) ->
     return steps[: recipe.max_steps]
 
 
-def make_groups(pairs: Sequence[Pair], recipe: Recipe, group_cost: int = 0) -> tuple[list[Group], dict]:
-    """The ``2 * len(pairs)`` sequences of one batch (chosen first, as TRL concatenates them) in length groups.
+def _length_groups(lengths: Sequence[int], group_cost: int) -> list[list[int]]:
+    """Indices into ``lengths`` in groups of similar length, longest first.
 
-    Sequences are sorted by length and split where it pays: a split costs ``group_cost``
-    padded tokens (the fixed cost of one more pass through the model), a group costs its
-    rows times its longest sequence. ``group_cost=0`` still merges equal lengths.
-
-    Returns:
-        ``(groups, counts)``. The counts are ``real`` (tokens of all sequences), ``padded`` (what
-        the groups hold) and ``trl_padded`` (one ``(2 * pairs, longest)`` block, TRL's collation).
+    Sorted by length and split where it pays: a split costs ``group_cost`` padded tokens (the
+    fixed cost of one more block), a group costs its rows times its longest length.
     """
-    seqs = [_sequence(p.prompt_ids, p.chosen_ids, recipe) for p in pairs]
-    seqs += [_sequence(p.prompt_ids, p.rejected_ids, recipe) for p in pairs]
-    order = sorted(range(len(seqs)), key=lambda s: -len(seqs[s][0]))
-    lens = [len(seqs[s][0]) for s in order]
+    order = sorted(range(len(lengths)), key=lambda s: -lengths[s])
+    lens = [lengths[s] for s in order]
     n = len(order)
     # best[i]: least cost of grouping order[i:]; a group order[i:j] is padded to lens[i] (the longest).
     best, cut = [0.0] * (n + 1), [n] * (n + 1)
@@ -222,25 +220,102 @@ def make_groups(pairs: Sequence[Pair], recipe: Recipe, group_cost: int = 0) -> t
                 best[i], cut[i] = c, j
     groups, i = [], 0
     while i < n:
-        j, length = cut[i], lens[i]
-        ids = torch.zeros(j - i, length, dtype=torch.long)
+        groups.append(order[i: cut[i]])
+        i = cut[i]
+    return groups
+
+
+def _shared_length(chosen: tuple[tuple[int, ...], int], rejected: tuple[tuple[int, ...], int]) -> int:
+    """How many leading tokens of a pair's two (truncated) sequences are computed once for both.
+
+    The longest common prefix, cut before the position that predicts either sequence's first
+    response token: every predicting position then lies in a suffix, and the prefix only gives
+    keys and values. (Responses that open alike still run their common opening twice.)
+    """
+    (a, start_a), (b, start_b) = chosen, rejected
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return max(0, min(n, max(start_a, 1) - 1, max(start_b, 1) - 1, len(a) - 1, len(b) - 1))
+
+
+def make_groups(pairs: Sequence[Pair], recipe: Recipe, group_cost: int = 0,
+                share_prefix: bool = True) -> tuple[Packed, dict]:
+    """The ``2 * len(pairs)`` sequences of one batch (chosen first, as TRL concatenates them) as one :class:`~dpolib.ensemble.Packed`.
+
+    With ``share_prefix``, each pair's shared prefix (its longest common prefix, at most the prompt but its last token) is
+    one row of a prefix block, computed once; the chosen and the rejected sequence are rows of
+    suffix blocks that attend to it (same math as the whole sequences: the suffix tokens keep their
+    positions, and the attention sees the prefix's keys and values, then the row's own). Without
+    it, every sequence is one row, whole. Prefixes and suffixes are each grouped by length
+    (``group_cost`` padded tokens a split must save; ``0`` still merges
+    equal lengths), each block padded to its longest row.
+
+    Returns:
+        ``(batch, counts)``. The counts are ``real`` (tokens of all sequences), ``computed`` (the tokens
+        the blocks hold but their padding: each shared prefix once), ``padded`` (what the blocks hold)
+        and ``trl_padded`` (one ``(2 * pairs, longest)`` block, TRL's collation).
+    """
+    n_pairs = len(pairs)
+    seqs = [_sequence(p.prompt_ids, p.chosen_ids, recipe) for p in pairs]
+    seqs += [_sequence(p.prompt_ids, p.rejected_ids, recipe) for p in pairs]
+    shared = [_shared_length(seqs[i], seqs[n_pairs + i]) if share_prefix else 0 for i in range(n_pairs)]
+    ids, positions, blocks = [], [], []
+    offset = 0
+    prefix_at: dict[int, torch.Tensor] = {}  # pair -> token-axis indices of its prefix
+    with_prefix = [i for i in range(n_pairs) if shared[i] > 0]
+    for group in _length_groups([shared[i] for i in with_prefix], group_cost):
+        rows, length = len(group), shared[with_prefix[group[0]]]
+        block_ids = torch.zeros(rows, length, dtype=torch.long)
+        for row, g in enumerate(group):
+            i = with_prefix[g]
+            block_ids[row, : shared[i]] = torch.tensor(seqs[i][0][: shared[i]])
+            prefix_at[i] = offset + row * length + torch.arange(shared[i])
+        ids.append(block_ids.reshape(-1))
+        positions.append(torch.arange(length).repeat(rows))
+        blocks.append(Block(offset, rows, length))
+        offset += rows * length
+    sources, targets, sequences, slot_base = [], [], [], 0
+    suffix_len = [len(tokens) - shared[s % n_pairs] for s, (tokens, _) in enumerate(seqs)]
+    for group in _length_groups(suffix_len, group_cost):
+        rows, length = len(group), suffix_len[group[0]]
+        block_ids = torch.zeros(rows, length, dtype=torch.long)
+        block_pos = torch.zeros(rows, length, dtype=torch.long)  # padding sits at position 0
         # Position t - 1 predicts response token t; position 0 has no predecessor (TRL's shift).
-        spans = [(max(seqs[s][1], 1) - 1, len(seqs[s][0]) - 1) for s in order[i:j]]
+        spans = []
+        for row, s in enumerate(group):
+            (tokens, start), cut = seqs[s], shared[s % n_pairs]
+            block_ids[row, : len(tokens) - cut] = torch.tensor(tokens[cut:])
+            block_pos[row, : len(tokens) - cut] = torch.arange(cut, len(tokens))
+            spans.append((max(start, 1) - 1 - cut, len(tokens) - 1 - cut))
         slots = max(max(b - a for a, b in spans), 1)
-        queries = torch.tensor([[min(a + q, max(b - 1, 0)) for q in range(slots)] for a, b in spans])
-        source, target, sequence = [], [], []
-        for row, (s, (a, b)) in enumerate(zip(order[i:j], spans)):
-            tokens = seqs[s][0]
-            ids[row, : len(tokens)] = torch.tensor(tokens)
-            source += range(row * slots, row * slots + b - a)
-            target += tokens[a + 1: b + 1]
-            sequence += [s] * (b - a)
-        groups.append(Group(ids, queries, torch.tensor(source, dtype=torch.long), torch.tensor(target, dtype=torch.long),
-                            torch.tensor(sequence, dtype=torch.long)))
-        i = j
-    counts = {"real": sum(lens), "padded": sum(g.padded_tokens for g in groups),
-              "trl_padded": n * max(lens) if lens else 0}
-    return groups, counts
+        queries = torch.tensor([[max(min(a + q, b - 1), 0) for q in range(slots)] for a, b in spans])
+        for row, (s, (a, b)) in enumerate(zip(group, spans)):
+            tokens, cut = seqs[s][0], shared[s % n_pairs]
+            sources += range(slot_base + row * slots, slot_base + row * slots + max(b - a, 0))
+            targets += tokens[cut + a + 1: cut + b + 1]
+            sequences += [s] * max(b - a, 0)
+        context = context_len = None
+        width = max(shared[s % n_pairs] for s in group)
+        if width:
+            context = torch.zeros(rows, width, dtype=torch.long)  # padding entries point at token 0, masked
+            context_len = torch.tensor([shared[s % n_pairs] for s in group])
+            for row, s in enumerate(group):
+                if shared[s % n_pairs]:
+                    context[row, : shared[s % n_pairs]] = prefix_at[s % n_pairs]
+        ids.append(block_ids.reshape(-1))
+        positions.append(block_pos.reshape(-1))
+        blocks.append(Block(offset, rows, length, queries, context, context_len))
+        offset += rows * length
+        slot_base += rows * slots
+    batch = Packed(torch.cat(ids), torch.cat(positions), tuple(blocks), torch.tensor(sources, dtype=torch.long),
+                   torch.tensor(targets, dtype=torch.long), torch.tensor(sequences, dtype=torch.long))
+    lens = [len(tokens) for tokens, _ in seqs]
+    counts = {"real": sum(lens), "computed": sum(lens) - sum(shared), "padded": batch.padded_tokens,
+              "trl_padded": len(seqs) * max(lens) if lens else 0}
+    return batch, counts
 
 
 def _ref_columns(datasets: Sequence, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -306,9 +381,10 @@ class SweepResult(NamedTuple):
     Attributes:
         members: ``[(trained_model, curves), ...]`` in the order of ``betas``; ``curves`` holds one
             dict a step under TRL's names (what ``trainer.state.log_history`` holds).
-        padding: token counts over the run: ``real``, ``padded`` (what the engine computed on),
+        padding: token counts over the run: ``real`` (the tokens of every sequence), ``computed``
+            (those the engine ran, each shared prefix once), ``padded`` (what its blocks held),
             ``trl_padded`` (TRL's ``(2 * batch, longest)`` collation), and the efficiencies
-            ``real / padded`` and ``real / trl_padded``.
+            ``computed / padded`` (of the engine's padding) and ``real / trl_padded`` (of TRL's).
         wall_time_s: seconds spent training (set-up and tokenization excluded).
     """
 
@@ -343,18 +419,6 @@ def _curve(step: int, epoch: float, lr: float, grad_norm: float, out, loss: floa
             "epoch": epoch, "step": step}
 
 
-def _clip_per_member(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """``torch.nn.utils.clip_grad_norm_`` for each member of stacked ``(K, ...)`` gradients; returns the K norms."""
-    k = params[0].shape[0]
-    norms = torch.stack([p.grad.reshape(k, -1).norm(dim=1) for p in params], dim=1)  # (K, tensors)
-    total = norms.norm(dim=1)
-    if max_norm > 0:
-        coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
-        for p in params:
-            p.grad.mul_(coef.view(k, *([1] * (p.dim() - 1))))
-    return total
-
-
 def train_sweep(student, tokenizer, train_datasets, betas: Sequence[float], dpo_args: dict[str, Any], seed: int = 0,
                 *, bucket: bool = False, group_cost: int | None = None, progress: bool = False) -> SweepResult:
     """Train K DPO runs of one student as one batched run; member k is the run with ``betas[k]``.
@@ -370,9 +434,10 @@ def train_sweep(student, tokenizer, train_datasets, betas: Sequence[float], dpo_
             size, ``max_steps``, warm-up, scheduler, ``max_length``).
         seed: the run seed (TRL's ``seed``; the data order's unless ``data_seed`` is given).
         bucket: draw batches of similar length (not TRL's batches; see :func:`batch_order`).
-        group_cost: padded tokens one more length group must save to be worth a pass
-            (default: 1600 / K, since the fixed cost of a pass is shared by the K members; measured
-            on the cpu student, where it makes about three groups of 32 sequences).
+        group_cost: padded tokens one more length group must save to be worth its own attention
+            call (default: 100 / K, since the fixed cost of a call is shared by the K members;
+            measured on the cpu student at K = 8, where a step of 16 pairs makes about 4 prefix and
+            9 suffix blocks for ``char``, 2 and 7 for ``bpe``).
         progress: show a progress bar.
 
     Returns:
@@ -398,19 +463,19 @@ def train_sweep(student, tokenizer, train_datasets, betas: Sequence[float], dpo_
     ref_chosen, ref_rejected = _ref_columns(datasets, k)
     lengths = [len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) for p in pairs] if bucket else None
     order = batch_order(len(pairs), recipe, lengths)
-    group_cost = round(1600 / k) if group_cost is None else group_cost
+    group_cost = max(1, round(100 / k)) if group_cost is None else group_cost
 
     stacked = StackedLM(model, k)
     params = stacked.parameters()
     opt, schedule = _optimizer(params, recipe)
     curves: list[list[dict]] = [[] for _ in range(k)]
-    counts = {"real": 0, "padded": 0, "trl_padded": 0}
+    counts = {"real": 0, "computed": 0, "padded": 0, "trl_padded": 0}
     t0 = time.perf_counter()
     for step, (batch, epoch) in enumerate(tqdm(order, desc=f"sweep K={k}", disable=not progress_enabled(progress)), start=1):
-        groups, c = make_groups([pairs[i] for i in batch], recipe, group_cost)
+        packed, c = make_groups([pairs[i] for i in batch], recipe, group_cost)
         for key in counts:
             counts[key] += c[key]
-        logps = stacked.sequence_logps(groups, 2 * len(batch))
+        logps = stacked.sequence_logps(packed, 2 * len(batch))
         chosen, rejected = logps[:, : len(batch)], logps[:, len(batch):]
         idx = torch.tensor(batch)
         outs, losses = [], []
@@ -419,7 +484,7 @@ def train_sweep(student, tokenizer, train_datasets, betas: Sequence[float], dpo_
             outs.append(out)
             losses.append(out.losses.mean())
         torch.stack(losses).sum().backward()  # members share no weight: each gradient is its own loss's
-        norms = _clip_per_member(params, recipe.max_grad_norm)
+        norms = clip_grad_norm_per_member(params, recipe.max_grad_norm)
         opt.step()
         lr = schedule.get_last_lr()[0]
         schedule.step()
@@ -428,7 +493,7 @@ def train_sweep(student, tokenizer, train_datasets, betas: Sequence[float], dpo_
             curves[m].append(_curve(step, epoch, lr, norms[m].item(), outs[m], losses[m].item(), chosen[m],
                                     rejected[m]))
     wall = time.perf_counter() - t0
-    padding = dict(counts, efficiency=counts["real"] / max(counts["padded"], 1),
+    padding = dict(counts, efficiency=counts["computed"] / max(counts["padded"], 1),
                    trl_efficiency=counts["real"] / max(counts["trl_padded"], 1))
     members = [(stacked.to_model(m), curves[m]) for m in range(k)]
     return SweepResult(members, padding, wall)

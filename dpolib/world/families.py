@@ -180,9 +180,11 @@ def build_model(spec: FamilySpec, tokenizer, n_layer: int, hidden: int, n_positi
         tie_word_embeddings=True,
     )
     if spec.arch == "gpt2":
+        # "gelu_pytorch_tanh" is GPT-2's own tanh approximation of GELU ("gelu_new") as one fused kernel: the same
+        # function, and a training step of the world's GPT-2 models 11-18% faster (measured at world-4.1)
         config = GPT2Config(
             n_positions=n_positions, n_embd=hidden, n_layer=n_layer, n_head=n_head,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common,
+            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, activation_function="gelu_pytorch_tanh", **common,
         )  # fmt: skip
         return GPT2LMHeadModel(config)
     if spec.arch == "llama":

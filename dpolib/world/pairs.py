@@ -49,6 +49,8 @@ __all__ = [
     "LARGE_SHARE",
     "ON_POLICY_SAMPLES",
     "SAMPLING",
+    "SAMPLER",
+    "source_seed",
     "model_samples",
     "LENGTH_BIAS",
     "LENGTH_SCALE",
@@ -59,9 +61,12 @@ __all__ = [
     "test_prompts",
 ]
 
-#: How the model sources are sampled (ancestral sampling, as UltraFeedback's models were); the seed is offset by
-#: the world seed.
+#: How the model sources are sampled (ancestral sampling, as UltraFeedback's models were); each source's seed is
+#: derived from this seed, the world seed and the source's name (:func:`source_seed`).
 SAMPLING = {"temperature": 1.0, "top_p": 1.0, "seed": 1234, "batch_size": 64}
+#: The sampler (:func:`dpolib.ensemble_generate.generate_ensemble`: inverse-CDF draws, one stream of uniforms per
+#: source); part of the samples' cache key.
+SAMPLER = "stacked-inverse-cdf-1"
 #: Candidates per prompt that are distinct siblings; the rest is a large model or a writer (:func:`pool_sources`).
 SIBLING_SLOTS = 3
 #: The chance that a prompt's other candidate is a large model's sample rather than a writer's answer.
@@ -122,46 +127,61 @@ def _on_policy_sources(student: str) -> dict[str, tuple[str, str, str, int]]:
     return {f"{student}-student-{k}": (student, "small", "sft", k) for k in range(ON_POLICY_SAMPLES)}
 
 
+def source_seed(profile: Profile, name: str) -> int:
+    """The sampling seed of model source ``name`` in ``profile``'s world: distinct per source and world seed, so no
+    two sources (two siblings, or two on-policy samples of one student) share their random draws."""
+    return pretrain._seed("sample", SAMPLING["seed"], profile.world_seed, name)
+
+
 def model_samples(profile: Profile, prompts: list[TaskPrompt], cache_dir=None, progress: bool = False,
                   on_policy: str | None = None) -> dict:
     """``{source: {prompt text: response}}``: one sampled response per prompt from each model source.
 
     The sources are :func:`model_sources` (or, with ``on_policy=<student>``, that student's SFT
-    model sampled :data:`ON_POLICY_SAMPLES` times with different seeds). Generated with
-    :func:`dpolib.evaluation.generate` (the model's chat template, temperature 1, seed
-    :data:`SAMPLING` + world seed, ``profile.max_new_tokens``) and cached as JSON next to the
-    models, keyed by the models' cache keys, the prompts and the settings. A response that hits
-    the token limit is kept as cut (no final full stop, so gold scores it as unterminated).
+    model sampled :data:`ON_POLICY_SAMPLES` times). Sources of one family and size are sampled
+    together as one stack (:func:`dpolib.ensemble_generate.generate_ensemble`: the model's chat
+    template, temperature 1, seed :func:`source_seed`, ``profile.max_new_tokens``); a source's
+    samples do not depend on which sources share its stack. Cached as JSON next to the models,
+    keyed by the models' cache keys, the prompts, the settings and :data:`SAMPLER`. A response
+    that hits the token limit is kept as cut (no final full stop, so gold scores it as unterminated).
     """
     import hashlib
 
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ..ensemble_generate import generate_ensemble
 
     texts = [p.text for p in prompts]
     sources = ({n: (*v, 0) for n, v in model_sources(profile).items()} if on_policy is None
                else _on_policy_sources(on_policy))
     keys = {name: [pretrain.stage_key(f, size, stage, profile), k] for name, (f, size, stage, k) in sources.items()}
-    seed = SAMPLING["seed"] + 1000 * profile.world_seed
+    seeds = {name: source_seed(profile, name) for name in sources}
     digest = hashlib.sha256(
-        json.dumps([keys, texts, SAMPLING, seed, profile.max_new_tokens], sort_keys=True).encode()
+        json.dumps([keys, texts, SAMPLING, SAMPLER, seeds, profile.max_new_tokens], sort_keys=True).encode()
     ).hexdigest()[:16]
     root = pretrain._root(cache_dir)
     path = root / f"samples-{digest}.json"
     if path.exists():
         return json.loads(path.read_text())
-    out: dict = {}
     unique = list(dict.fromkeys(texts))
     by_text = {p.text: p for p in prompts}
-    for name, (family, size, stage, k) in sources.items():
-        settings = evaluation.GenerationSettings(max_new_tokens=profile.max_new_tokens, do_sample=True,
-                                                 **{**SAMPLING, "seed": seed + 7919 * k})
-        d = pretrain.model_dir(family, size, stage, profile, cache_dir)
-        tok = AutoTokenizer.from_pretrained(d)
-        with torch.random.fork_rng():
-            model = AutoModelForCausalLM.from_pretrained(d).eval()
-            gens = evaluation.generate(model, tok, [by_text[t].messages() for t in unique], settings, progress=progress)
-        out[name] = {t: g.text for t, g in zip(unique, gens)}
+    messages = [by_text[t].messages() for t in unique]
+    settings = evaluation.GenerationSettings(max_new_tokens=profile.max_new_tokens, do_sample=True,
+                                             temperature=SAMPLING["temperature"], top_p=SAMPLING["top_p"],
+                                             batch_size=SAMPLING["batch_size"])
+    stacks: dict[tuple[str, str], list[str]] = {}
+    for name, (family, size, _, _) in sources.items():
+        stacks.setdefault((family, size), []).append(name)
+    out: dict = {}
+    for names in stacks.values():
+        dirs = [pretrain.model_dir(*sources[n][:3], profile, cache_dir) for n in names]
+        loaded = {d: AutoModelForCausalLM.from_pretrained(d).eval() for d in dict.fromkeys(dirs)}
+        tok = AutoTokenizer.from_pretrained(dirs[0])
+        gens = generate_ensemble([loaded[d] for d in dirs], tok, messages, settings,
+                                 seeds=[seeds[n] for n in names], progress=progress)
+        for name, member in zip(names, gens):
+            out[name] = {t: g.text for t, g in zip(unique, member)}
+    out = {name: out[name] for name in sources}
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(out))
     os.replace(tmp, path)

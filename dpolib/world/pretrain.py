@@ -27,6 +27,13 @@ times the small one's): pretraining is next-token prediction on packed windows o
 the family's corpus; SFT is next-token prediction on the assistant turn only
 (the response ids of :func:`dpolib.encoding.encode`, EOS included) of
 chat-templated demonstrations drawn from an imperfect mix of writers.
+
+Each model trains on its own, one after another, although a family's siblings (and the world
+seeds' models of one size) have one shape and could train as one stacked model as the β sweep
+does (:meth:`dpolib.ensemble.StackedLM.lm_losses`): measured on this world's batches
+(``benchmarks/bench_world_stacking.py``), a stacked step is no faster than K separate ones. A
+batch of 16 windows of 96 tokens already fills the kernels; the sweep's gain comes from sharing
+one batch across members and from padding less, which the world build does not have to offer.
 """
 
 from __future__ import annotations
@@ -64,7 +71,7 @@ __all__ = [
 ]
 
 #: Bump when anything here or in task/families/data changes what a stage produces.
-CODE_VERSION = "world-4"
+CODE_VERSION = "world-4.1"
 SIZES = ("small", "large")
 STAGES = ("pretrain", "sft", "sibling-<k>")
 

@@ -1,11 +1,13 @@
-"""Greedy generation by K stacked members at once: a sweep's evaluation as one batched run (issue 15).
+"""Stacked generation: K models of one architecture decode the same prompts at once, greedily or by sampling.
 
 Evaluating a β sweep means K greedy decodes of the same ≥ 2,000 test prompts by K
 models of one architecture. Run one after another through ``model.generate``, each
 decoding step of each member is a few hundred tiny kernels plus Hugging Face's
 per-step bookkeeping; here the K members decode together through
-:class:`dpolib.experiments.ensemble.StackedLM`'s stacked weights, so a step costs one
-pass of ``(K, rows, ...)`` batched kernels.
+:class:`dpolib.ensemble.StackedLM`'s stacked weights, so a step costs one
+pass of ``(K, rows, ...)`` batched kernels. The CPU world samples its candidate pool the
+same way (:func:`dpolib.world.pairs.model_samples`: a family's siblings as one stack, the
+student's on-policy samples as K copies of it).
 
 What it computes is :func:`dpolib.evaluation.generate`'s greedy decode, member by
 member (``tests/test_ensemble_generate.py`` checks token-for-token equality with
@@ -23,6 +25,17 @@ values of every layer are cached in preallocated ``(K, rows, heads, length, head
 blocks, and rows that have finished are dropped from the block once a quarter of it is
 done (a member with fewer rows left repeats one of its finished rows, whose output is
 ignored), so a batch with a few long answers does not keep paying for the short ones.
+
+**Sampling** (``settings.do_sample``) is ancestral sampling at ``settings.temperature`` by
+the inverse CDF: the token drawn at step t for prompt i by member m is the first token whose
+cumulative probability exceeds ``u[m][i, t]``, where ``u[m]`` is a ``(prompts, max_new_tokens)``
+block of uniforms drawn once from a generator seeded ``seeds[m]``, in the prompts' input
+order. A sample is therefore a function of the member's weights, its seed and its prompt
+only: it does not depend on the batch size, on which rows finished first, or on which
+other models share the stack (``tests/test_ensemble_generate.py`` checks that a member of a
+stack samples what it samples alone). It draws from the same distribution as
+``model.generate(do_sample=True)``, not the same tokens (Hugging Face draws with
+``torch.multinomial`` from the global generator, batch by batch).
 """
 
 from __future__ import annotations
@@ -33,10 +46,10 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..evaluation import Generation, GenerationSettings, encode_prompts, prompt_batches, to_generation
+from .evaluation import Generation, GenerationSettings, encode_prompts, prompt_batches, to_generation
 from .ensemble import StackedLM, _bmm, _rotate_half
 
-__all__ = ["generate_ensemble", "decode_batch"]
+__all__ = ["generate_ensemble", "decode_batch", "sampling_noise"]
 
 #: Drop finished rows from the cache once the busiest member has this fraction of its rows left.
 COMPACT_BELOW = 0.75
@@ -96,8 +109,10 @@ class _Decoder:
     """One batch of left-padded prompts decoded greedily by every member of ``stacked``."""
 
     def __init__(self, stacked: StackedLM, layers: list[_Layer], prompts: Sequence[Sequence[int]],
-                 max_new_tokens: int, eos: int, pad: int):
+                 max_new_tokens: int, eos: int, pad: int, noise: torch.Tensor | None = None,
+                 temperature: float = 1.0):
         self.s, self.layers, self.k, self.eos = stacked, layers, stacked.k, eos
+        self.noise, self.temperature = noise, temperature
         rows, width = len(prompts), max(len(p) for p in prompts)
         self.width, self.max_new = width, max_new_tokens
         ids = torch.full((rows, width), pad, dtype=torch.long)
@@ -183,9 +198,9 @@ class _Decoder:
                                slice(0, width), mask)
         next_pos = self.positions0[:, -1].repeat(k_, 1) + 1
         for t in range(self.max_new):
-            token = logits.argmax(-1)  # (K, slots)
-            live = self.active
             member = torch.arange(k_)[:, None].expand_as(self.row)
+            token = logits.argmax(-1) if self.noise is None else self._sample(logits, member, t)  # (K, slots)
+            live = self.active
             self.out[member[live], self.row[live], t] = token[live]
             self.active = live & (token != self.eos)
             if t == self.max_new - 1 or not self.active.any():
@@ -197,6 +212,12 @@ class _Decoder:
             logits = self._forward(token[..., None], next_pos[..., None], slice(column, column + 1), mask)
             next_pos = next_pos + 1
         return self.out
+
+    def _sample(self, logits: torch.Tensor, member: torch.Tensor, t: int) -> torch.Tensor:
+        """Inverse-CDF draws ``(K, slots)``: the first token whose cumulative probability exceeds the slot's uniform."""
+        cdf = torch.softmax(logits / self.temperature, dim=-1).cumsum(-1)
+        u = self.noise[member, self.row, t] * cdf[..., -1]
+        return torch.searchsorted(cdf, u.unsqueeze(-1), right=True).squeeze(-1).clamp(max=cdf.shape[-1] - 1)
 
     def _compact(self, token: torch.Tensor, next_pos: torch.Tensor):
         """Drop finished rows when the busiest member has fewer than :data:`COMPACT_BELOW` of its slots busy;
@@ -219,36 +240,69 @@ class _Decoder:
 
 
 def decode_batch(stacked: StackedLM, prompts: Sequence[Sequence[int]], max_new_tokens: int, eos: int,
-                 pad: int, layers: list | None = None) -> torch.Tensor:
-    """Greedy continuations of one batch of prompt ids by every member: ``(K, len(prompts), max_new_tokens)``
-    (``layers``: each layer's fused weights, prepared once by :func:`generate_ensemble` for all its batches;
-    ``None`` prepares them here)."""
-    return _Decoder(stacked, layers or _layers(stacked), prompts, max_new_tokens, eos, pad).run()
+                 pad: int, layers: list | None = None, noise: torch.Tensor | None = None,
+                 temperature: float = 1.0) -> torch.Tensor:
+    """Continuations of one batch of prompt ids by every member: ``(K, len(prompts), max_new_tokens)``.
+
+    Greedy without ``noise``; with ``noise`` (``(K, len(prompts), max_new_tokens)`` uniforms in [0, 1)),
+    inverse-CDF samples at ``temperature``. ``layers``: each layer's fused weights, prepared once by
+    :func:`generate_ensemble` for all its batches (``None`` prepares them here)."""
+    return _Decoder(stacked, layers or _layers(stacked), prompts, max_new_tokens, eos, pad, noise,
+                    temperature).run()
+
+
+def sampling_noise(seed: int, n_prompts: int, max_new_tokens: int) -> torch.Tensor:
+    """The uniforms a member with ``seed`` samples by: ``(n_prompts, max_new_tokens)``, row i for prompt i."""
+    return torch.rand((n_prompts, max_new_tokens), generator=torch.Generator().manual_seed(int(seed)))
 
 
 @torch.no_grad()
 def generate_ensemble(models: Sequence, tokenizer, prompts: Sequence[Sequence[dict]],
-                      settings: GenerationSettings = GenerationSettings()) -> list[list[Generation]]:
-    """:func:`dpolib.evaluation.generate` (greedy) for each of ``models`` at once: ``[member][prompt]``.
+                      settings: GenerationSettings = GenerationSettings(), seeds: Sequence[int] | None = None,
+                      progress: bool = False) -> list[list[Generation]]:
+    """:func:`dpolib.evaluation.generate`'s decode for each of ``models`` at once: ``[member][prompt]``.
 
     Args:
-        models: K Hugging Face causal LMs of one architecture (GPT-2 or Llama, as the sweep's
-            :class:`~dpolib.experiments.ensemble.StackedLM`) sharing ``tokenizer``.
+        models: K Hugging Face causal LMs of one architecture (GPT-2 or Llama, as
+            :class:`~dpolib.ensemble.StackedLM`) sharing ``tokenizer``; a model may appear more than once
+            (K samples of one model).
         tokenizer: their tokenizer (chat template, EOS and pad ids).
         prompts: conversational prompts.
-        settings: decoding settings; only greedy decoding (``do_sample=False``) is stacked.
+        settings: decoding settings: greedy, or (``do_sample``) sampling at ``temperature`` with
+            ``top_p = 1``.
+        seeds: with sampling, one seed per member (default: ``settings.seed`` for every member, i.e.
+            each member samples what it would sample alone with that seed; give distinct seeds for
+            independent samples of one model).
+        progress: a progress bar over batches (never in the rendered book).
     """
+    from tqdm.auto import tqdm
+
+    from .profile import progress_enabled
+
+    models = list(models)
+    noise = None
     if settings.do_sample:
-        raise ValueError("generate_ensemble decodes greedily only; sample with dpolib.evaluation.generate, "
-                         "one model at a time")
-    stacked = StackedLM.from_models(list(models))
+        if settings.top_p != 1.0:
+            raise ValueError(f"generate_ensemble samples with top_p=1 only, got top_p={settings.top_p}")
+        if not settings.temperature > 0:
+            raise ValueError(f"sampling needs a positive temperature, got {settings.temperature}")
+        seeds = [settings.seed] * len(models) if seeds is None else list(seeds)
+        if len(seeds) != len(models):
+            raise ValueError(f"one seed per member: {len(models)} models, {len(seeds)} seeds")
+    elif seeds is not None:
+        raise ValueError("seeds are for sampling; greedy decoding (do_sample=False) draws nothing")
+    stacked = StackedLM.from_models(models)
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     encoded = encode_prompts(tokenizer, prompts)
+    if settings.do_sample:
+        noise = torch.stack([sampling_noise(seed, len(encoded), settings.max_new_tokens) for seed in seeds])
     layers = _layers(stacked)
     out: list[list[Generation | None]] = [[None] * len(encoded) for _ in models]
-    for idx in prompt_batches(encoded, settings.batch_size):
-        ids = decode_batch(stacked, [encoded[i] for i in idx], settings.max_new_tokens, eos, pad, layers)
+    batches = prompt_batches(encoded, settings.batch_size)
+    for idx in tqdm(batches, desc="generating", disable=not progress_enabled(progress)):
+        ids = decode_batch(stacked, [encoded[i] for i in idx], settings.max_new_tokens, eos, pad, layers,
+                           None if noise is None else noise[:, idx], settings.temperature)
         for m in range(stacked.k):
             for row, i in enumerate(idx):
                 out[m][i] = to_generation(ids[m, row].tolist(), tokenizer)
