@@ -67,6 +67,10 @@ __all__ = [
     "dpo_wins",
 ]
 
+#: Files of a profile's record folder that are not run records: the measured compatibility
+#: (``dpolib.paths.compatibility_path``) and the learning-rate choices (``dpolib.experiments.lr_rule.lr_choice_path``).
+NOT_RUN_RECORDS = ("compatibility.json", "lr_choice.json")
+
 #: The four SFT models of a world report as ``"<family>/<size>"``, students first.
 MODELS = ("char/small", "bpe/small", "char/large", "bpe/large")
 
@@ -432,12 +436,12 @@ def read_archived_records(directory: Path | str) -> list[Record]:
     read with those fields set to ``None``. The fields the history reads (``lc_win_rate``,
     ``gold_score``, ``degenerate``) and a valid config must be present, or
     :class:`~dpolib.experiments.records.RecordError` names the file. The profile's measured
-    compatibility (``compatibility.json``, archived with world-3's records) is not a run record
-    and is skipped.
+    compatibility (``compatibility.json``, archived with world-3's records) and its learning-rate
+    choices (``lr_choice.json``, archived with world-4's) are not run records and are skipped.
     """
     out = []
     for path in sorted(Path(directory).glob("*.json")):
-        if path.name == "compatibility.json":  # paths.compatibility_path: not a run record
+        if path.name in NOT_RUN_RECORDS:
             continue
         raw = read_json(path)
         try:

@@ -31,6 +31,7 @@ from ..provenance import read_json
 from ..world.profiles import get_profile
 from . import evidence
 from .cost import TARGET_REPRODUCTION_MINUTES
+from .world import NOT_RUN_RECORDS
 
 __all__ = [
     "TARGET_LC_HALF_WIDTH", "LC_DESIGN", "World4Evidence", "load_evidence", "archive_dir", "read_archive_records",
@@ -109,8 +110,9 @@ def archive_dir(name: str, root: Path | None = None) -> Path | None:
 
 
 def read_archive_records(folder: Path) -> list[Record]:
-    """Every run record in an archive folder (``compatibility.json``, not a run record, is skipped)."""
-    return [read_record(p) for p in sorted(Path(folder).glob("*.json")) if p.name != "compatibility.json"]
+    """Every run record in an archive folder (the files of :data:`~dpolib.chapters.world.NOT_RUN_RECORDS` are
+    skipped)."""
+    return [read_record(p) for p in sorted(Path(folder).glob("*.json")) if p.name not in NOT_RUN_RECORDS]
 
 
 # --------------------------------------------------------------------------------------- world 3 -> World 4
