@@ -70,7 +70,8 @@ class Block:
 
     Attributes:
         offset: where the block's ``rows * length`` tokens start on the token axis.
-        rows, length: the block's shape.
+        rows: the block's number of rows.
+        length: the block's row length (its longest row; shorter rows are right-padded).
         queries: ``(rows, slots)`` positions in the row the last layer computes (padded slots repeat a
             valid position and are never read), or ``None``.
         context: ``(rows, width)`` token-axis indices of the prefix each row attends to first (entries beyond

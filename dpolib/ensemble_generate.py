@@ -26,7 +26,8 @@ blocks, and rows that have finished are dropped from the block once a quarter of
 done (a member with fewer rows left repeats one of its finished rows, whose output is
 ignored), so a batch with a few long answers does not keep paying for the short ones.
 
-**Sampling** (``settings.do_sample``) is ancestral sampling at ``settings.temperature`` by
+**Sampling** (``settings.do_sample``) is ancestral sampling at ``settings.temperature``, from the
+``settings.top_k`` most likely tokens as ``model.generate`` samples (Hugging Face's default 50), by
 the inverse CDF: the token drawn at step t for prompt i by member m is the first token whose
 cumulative probability exceeds ``u[m][i, t]``, where ``u[m]`` is a ``(prompts, max_new_tokens)``
 block of uniforms drawn once from a generator seeded ``seeds[m]``, in the prompts' input
@@ -110,9 +111,9 @@ class _Decoder:
 
     def __init__(self, stacked: StackedLM, layers: list[_Layer], prompts: Sequence[Sequence[int]],
                  max_new_tokens: int, eos: int, pad: int, noise: torch.Tensor | None = None,
-                 temperature: float = 1.0):
+                 temperature: float = 1.0, top_k: int = 0):
         self.s, self.layers, self.k, self.eos = stacked, layers, stacked.k, eos
-        self.noise, self.temperature = noise, temperature
+        self.noise, self.temperature, self.top_k = noise, temperature, top_k
         rows, width = len(prompts), max(len(p) for p in prompts)
         self.width, self.max_new = width, max_new_tokens
         ids = torch.full((rows, width), pad, dtype=torch.long)
@@ -214,8 +215,13 @@ class _Decoder:
         return self.out
 
     def _sample(self, logits: torch.Tensor, member: torch.Tensor, t: int) -> torch.Tensor:
-        """Inverse-CDF draws ``(K, slots)``: the first token whose cumulative probability exceeds the slot's uniform."""
-        cdf = torch.softmax(logits / self.temperature, dim=-1).cumsum(-1)
+        """Inverse-CDF draws ``(K, slots)``: the first token whose cumulative probability exceeds the slot's uniform
+        (among the ``top_k`` most likely tokens, as Hugging Face's top-k warper keeps them: ties with the k-th kept)."""
+        logits = logits / self.temperature
+        if 0 < self.top_k < logits.shape[-1]:
+            kth = logits.topk(self.top_k, dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        cdf = torch.softmax(logits, dim=-1).cumsum(-1)
         u = self.noise[member, self.row, t] * cdf[..., -1]
         return torch.searchsorted(cdf, u.unsqueeze(-1), right=True).squeeze(-1).clamp(max=cdf.shape[-1] - 1)
 
@@ -241,14 +247,15 @@ class _Decoder:
 
 def decode_batch(stacked: StackedLM, prompts: Sequence[Sequence[int]], max_new_tokens: int, eos: int,
                  pad: int, layers: list | None = None, noise: torch.Tensor | None = None,
-                 temperature: float = 1.0) -> torch.Tensor:
+                 temperature: float = 1.0, top_k: int = 0) -> torch.Tensor:
     """Continuations of one batch of prompt ids by every member: ``(K, len(prompts), max_new_tokens)``.
 
     Greedy without ``noise``; with ``noise`` (``(K, len(prompts), max_new_tokens)`` uniforms in [0, 1)),
-    inverse-CDF samples at ``temperature``. ``layers``: each layer's fused weights, prepared once by
+    inverse-CDF samples at ``temperature`` from the ``top_k`` most likely tokens (``0``: all). ``layers``: each
+    layer's fused weights, prepared once by
     :func:`generate_ensemble` for all its batches (``None`` prepares them here)."""
     return _Decoder(stacked, layers or _layers(stacked), prompts, max_new_tokens, eos, pad, noise,
-                    temperature).run()
+                    temperature, top_k).run()
 
 
 def sampling_noise(seed: int, n_prompts: int, max_new_tokens: int) -> torch.Tensor:
@@ -268,8 +275,8 @@ def generate_ensemble(models: Sequence, tokenizer, prompts: Sequence[Sequence[di
             (K samples of one model).
         tokenizer: their tokenizer (chat template, EOS and pad ids).
         prompts: conversational prompts.
-        settings: decoding settings: greedy, or (``do_sample``) sampling at ``temperature`` with
-            ``top_p = 1``.
+        settings: decoding settings: greedy, or (``do_sample``) sampling at ``temperature`` from the
+            ``top_k`` most likely tokens, with ``top_p = 1``.
         seeds: with sampling, one seed per member (default: ``settings.seed`` for every member, i.e.
             each member samples what it would sample alone with that seed; give distinct seeds for
             independent samples of one model).
@@ -286,6 +293,8 @@ def generate_ensemble(models: Sequence, tokenizer, prompts: Sequence[Sequence[di
             raise ValueError(f"generate_ensemble samples with top_p=1 only, got top_p={settings.top_p}")
         if not settings.temperature > 0:
             raise ValueError(f"sampling needs a positive temperature, got {settings.temperature}")
+        if settings.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 keeps every token), got {settings.top_k}")
         seeds = [settings.seed] * len(models) if seeds is None else list(seeds)
         if len(seeds) != len(models):
             raise ValueError(f"one seed per member: {len(models)} models, {len(seeds)} seeds")
@@ -302,7 +311,7 @@ def generate_ensemble(models: Sequence, tokenizer, prompts: Sequence[Sequence[di
     batches = prompt_batches(encoded, settings.batch_size)
     for idx in tqdm(batches, desc="generating", disable=not progress_enabled(progress)):
         ids = decode_batch(stacked, [encoded[i] for i in idx], settings.max_new_tokens, eos, pad, layers,
-                           None if noise is None else noise[:, idx], settings.temperature)
+                           None if noise is None else noise[:, idx], settings.temperature, settings.top_k)
         for m in range(stacked.k):
             for row, i in enumerate(idx):
                 out[m][i] = to_generation(ids[m, row].tolist(), tokenizer)

@@ -65,7 +65,11 @@ __all__ = [
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """Decoding settings, recorded with every result (the paper does not report its own)."""
+    """Decoding settings, recorded with every result (the paper does not report its own).
+
+    With ``do_sample``, tokens are drawn at ``temperature`` from the ``top_k`` most likely tokens
+    (Hugging Face's default, 50; ``0`` keeps every token) within nucleus ``top_p``.
+    """
 
     max_new_tokens: int = 96
     do_sample: bool = False
@@ -73,6 +77,7 @@ class GenerationSettings:
     top_p: float = 1.0
     seed: int = 0
     batch_size: int = 64
+    top_k: int = 50
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -132,7 +137,8 @@ def generate(
             attention_mask[row, width - len(encoded[i]) :] = 1
         kwargs = dict(max_new_tokens=settings.max_new_tokens, do_sample=settings.do_sample, eos_token_id=eos, pad_token_id=pad)
         if settings.do_sample:
-            kwargs.update(temperature=settings.temperature, top_p=settings.top_p)
+            kwargs.update(temperature=settings.temperature, top_p=settings.top_p,
+                          top_k=settings.top_k)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         sequences = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device), **kwargs)

@@ -65,6 +65,8 @@ def test_bad_settings_and_mismatched_members_are_refused():
     models, tok = _members("gpt2")
     with pytest.raises(ValueError, match="top_p=1 only"):
         EG.generate_ensemble(models, tok, _prompts(2), E.GenerationSettings(do_sample=True, top_p=0.9))
+    with pytest.raises(ValueError, match="top_k must be"):
+        EG.generate_ensemble(models, tok, _prompts(2), E.GenerationSettings(do_sample=True, top_k=-1))
     with pytest.raises(ValueError, match="positive temperature"):
         EG.generate_ensemble(models, tok, _prompts(2), E.GenerationSettings(do_sample=True, temperature=0.0))
     with pytest.raises(ValueError, match="one seed per member"):
@@ -100,20 +102,26 @@ def test_a_member_samples_alone_what_it_samples_in_a_stack(kind, compact_below, 
     assert [g.token_ids for g in stacked[0]] != [g.token_ids for g in greedy[0]]
 
 
-@pytest.mark.parametrize("temperature", [1.0, 0.5])
-def test_samples_follow_the_models_distribution(temperature):
-    """The first sampled token of one prompt, drawn 3,000 times, against softmax(logits / T)."""
+@pytest.mark.parametrize("temperature, top_k", [(1.0, 0), (0.5, 0), (1.0, 8)])
+def test_samples_follow_the_models_distribution(temperature, top_k):
+    """The first sampled token of one prompt, drawn 3,000 times, against softmax(logits / T) over the top k."""
     models, tok = _members("gpt2")
     model, prompt, n = models[0], _prompts(1)[0], 3000
     ids = torch.tensor([E.encode_prompts(tok, [prompt])[0]])
     with torch.no_grad():
-        probs = torch.softmax(model(input_ids=ids).logits[0, -1] / temperature, dim=-1)
-    settings = E.GenerationSettings(max_new_tokens=1, batch_size=n, do_sample=True, temperature=temperature)
+        logits = model(input_ids=ids).logits[0, -1] / temperature
+    if top_k:
+        logits = logits.masked_fill(logits < logits.topk(top_k).values[-1], float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    settings = E.GenerationSettings(max_new_tokens=1, batch_size=n, do_sample=True, temperature=temperature,
+                                    top_k=top_k)
     first = [g.token_ids[0] for g in EG.generate_ensemble([model], tok, [prompt] * n, settings, seeds=[5])[0]]
     freq = torch.bincount(torch.tensor(first), minlength=len(probs)).double() / n
     bound = 4 * (probs.double() * (1 - probs.double()) / n).sqrt() + 1e-3
     assert bool(((freq - probs.double()).abs() <= bound).all())
     assert (probs > 0.02).sum() >= 5  # a spread-out distribution, so the check has something to check
+    if top_k:  # nothing outside the top k, and the k kept tokens are not all there is
+        assert freq[probs == 0].sum() == 0 and (probs > 0).sum() == top_k < len(probs)
 
 
 def test_a_cold_temperature_samples_the_greedy_tokens():

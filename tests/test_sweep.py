@@ -203,9 +203,27 @@ def test_guards_name_the_fix(char_world):
         train_sweep(model, tok, datasets[:2], BETAS, DPO_ARGS)
     with pytest.raises(ValueError, match="beta"):
         train_sweep(model, tok, datasets[0], (0.1, 0.0), DPO_ARGS)
+    with pytest.raises(ValueError, match="one finite rate > 0 per member"):
+        train_sweep(model, tok, datasets[0], BETAS[:2], DPO_ARGS, learning_rates=[1e-3])
+    with pytest.raises(ValueError, match="one finite rate > 0 per member"):
+        train_sweep(model, tok, datasets[0], BETAS[:2], DPO_ARGS, learning_rates=[1e-3, 0.0])
     from transformers import BertConfig, BertLMHeadModel
 
     bert = BertLMHeadModel(BertConfig(vocab_size=10, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
                                       intermediate_size=8, is_decoder=True))
     with pytest.raises(ValueError, match="train this model with TRL"):
         StackedLM(bert, 2)
+
+
+def test_members_at_their_own_learning_rates_follow_their_own_runs(char_world):
+    """The learning-rate rule's K candidate rates as one sweep: member k is the run at rate k alone."""
+    model, tok, datasets = char_world
+    rates = (1e-3, 2.5e-3, 5e-3)  # up to the TRL parity tests' rate: at much higher rates Adam amplifies round-off
+    together = train_sweep(model, tok, datasets[0], [0.1] * 3, DPO_ARGS, learning_rates=rates)
+    for (ours_model, ours), rate in zip(together.members, rates):
+        alone_model, alone = train_sweep(model, tok, datasets[0], [0.1], {**DPO_ARGS, "learning_rate": rate}).members[0]
+        assert_same_trajectory(ours, alone, tol=1e-5)
+        assert max_weight_diff(ours_model, alone_model) < 1e-4  # float round-off of the rescaled steps
+    # the rates matter: the fastest member moved its weights further from the student than the slowest
+    moved = [max_weight_diff(m, model) for m, _ in together.members]
+    assert moved[2] > 2 * moved[0]

@@ -40,6 +40,7 @@ from ..world import task
 from ..world.writers import SOURCE_POLICIES
 
 __all__ = [
+    "NOT_RUN_RECORDS",
     "MODELS",
     "WORLD_CHANGES",
     "LoadedReport",
@@ -67,7 +68,7 @@ __all__ = [
     "dpo_wins",
 ]
 
-#: Files of a profile's record folder that are not run records: the measured compatibility
+#: Files of a profile's record folder that are not run records, the measured compatibility
 #: (``dpolib.paths.compatibility_path``) and the learning-rate choices (``dpolib.experiments.lr_rule.lr_choice_path``).
 NOT_RUN_RECORDS = ("compatibility.json", "lr_choice.json")
 
@@ -82,8 +83,10 @@ WORLD_CHANGES = {
     "world-3": "+ most SFT demonstrations open with a stock phrase (families' sft_mix)",
     "world-4": "World 4: sibling SFT models as most of the candidate pool; 3 world seeds; 2,000 test prompts, "
     "1,000 validation pairs; DPO learning rate chosen per student",
+    "world-4.1a": "World 4.1's first run: the pool sampled with no top-k (world-4's sampler kept the top 50 tokens "
+    "by Hugging Face's default)",
     "current": "World 4.1: World 4 rebuilt by issue 15's pipeline; one sampling seed per pool source (world-4's "
-    "sources shared one); stacked sampler; fused GELU",
+    "sources shared one); stacked sampler, top-k 50 stated; fused GELU",
 }
 
 

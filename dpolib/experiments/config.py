@@ -46,7 +46,7 @@ _IMPLIED_REFERENCE = {"probability": "uniform", "likelihood": "prior", "sft": "n
 
 #: Bump when the pipeline or :mod:`dpolib.experiments.metrics` changes what a record holds: every record key of
 #: every profile (cpu world and gpu alike) changes with it, so stale records are recomputed, never mixed in.
-PIPELINE_VERSION = "4"  # 4: a record's curves keep step 1 as logged (records.compact_curves)
+PIPELINE_VERSION = "5"  # 5: World 4.1 (its data: the stacked sampler, one seed per source) and shared prefixes
 
 #: The β grid of every arm, for every profile (the cpu world and the gpu profile sweep the same values).
 BETAS: dict[str, tuple[float, ...]] = {

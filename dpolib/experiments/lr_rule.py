@@ -6,7 +6,8 @@ test scores would tune toward an answer. World 4's rule, stated before its grids
 
 1. candidates: ``profile.dpo_lr_multipliers`` (¼, 1, 4) times the SFT/40 rate;
 2. for each, train DPO with the SFT reference at β = 0.1 on the training pairs of world 0
-   (the same recipe and engine as the grids, :func:`dpolib.experiments.sweep.train_sweep`);
+   (the same recipe and engine as the grids, :func:`dpolib.experiments.sweep.train_sweep`; the
+   candidates train as the members of one sweep, each at its own rate);
 3. score the validation pairs with the trained policy and take the validation DPO loss
    (Eq. 5), ``mean softplus(-β[(log π(y_w|x) − log π_ref(y_w|x)) − (log π(y_l|x) − log π_ref(y_l|x))])``;
 4. the lowest loss wins (ties: the smaller rate). Every world seed uses world 0's choice.
@@ -47,7 +48,7 @@ class LrCandidate:
         learning_rate: the rate itself.
         val_dpo_loss: the mean validation DPO loss at :data:`RULE_BETA` after training.
         val_reward_accuracy: the share of validation pairs whose implicit reward ranks chosen first.
-        train_seconds: the training time.
+        train_seconds: the training time (the candidates' sweep's, shared equally among them).
     """
 
     multiplier: float
@@ -78,11 +79,14 @@ class LrChoice:
 
 
 def _cache_path(profile, student: str) -> Path:
+    from ..world.pairs import SAMPLER, SAMPLING
     from ..world.pretrain import CODE_VERSION
     from .config import PIPELINE_VERSION
 
+    # everything the choice depends on: the world's models (CODE_VERSION), its data (the pool's sampler) and
+    # the engine (PIPELINE_VERSION)
     key = stable_hash({"profile": profile.for_world(0).to_dict(), "student": student, "beta": RULE_BETA,
-                       "world": CODE_VERSION, "pipeline": PIPELINE_VERSION})
+                       "world": CODE_VERSION, "pipeline": PIPELINE_VERSION, "sampler": [SAMPLER, SAMPLING]})
     return paths.world_cache() / f"lr-choice-{student}-{key}.json"
 
 
@@ -104,15 +108,16 @@ def choose_learning_rate(backend, student: str) -> LrChoice:
     val = precompute(world.val, reference, cache_dir=world.cache)
     del reference
     base = backend.base_dpo_args(config, world)
+    rates = [profile.dpo_learning_rate * m for m in profile.dpo_lr_multipliers]
+    policy, tokenizer = backend.load(backend.student_dir(config, world), world)
+    t = time.perf_counter()
+    with backend.session():  # the candidates as one sweep, each member at its own rate
+        sweep = train_sweep(policy, tokenizer, train, [RULE_BETA] * len(rates), base, seed=0,
+                            learning_rates=rates)
+    seconds = (time.perf_counter() - t) / len(rates)
+    del policy
     candidates = []
-    for m in profile.dpo_lr_multipliers:
-        lr = profile.dpo_learning_rate * m
-        policy, tokenizer = backend.load(backend.student_dir(config, world), world)
-        t = time.perf_counter()
-        with backend.session():
-            model, _ = train_sweep(policy, tokenizer, [train], [RULE_BETA], {**base, "learning_rate": lr},
-                                   seed=0).members[0]
-        seconds = time.perf_counter() - t
+    for m, lr, (model, _) in zip(profile.dpo_lr_multipliers, rates, sweep.members):
         model.eval()
         with torch.no_grad():
             chosen, rejected = score_pairs(backend.scorer(model, tokenizer, world), val["prompt"], val["chosen"],
@@ -121,7 +126,7 @@ def choose_learning_rate(backend, student: str) -> LrChoice:
                               - (np.asarray(rejected.sequence_logps) - np.asarray(val["ref_rejected_logps"])))
         loss = float(np.mean(np.logaddexp(0.0, -margin)))
         candidates.append(LrCandidate(m, lr, loss, float(np.mean(margin > 0)), seconds))
-        del model, policy
+        del model
     best = min(candidates, key=lambda c: (c.val_dpo_loss if math.isfinite(c.val_dpo_loss) else math.inf,
                                           c.learning_rate))
     return LrChoice(student, profile.name, 0, RULE_BETA, tuple(candidates), best.learning_rate, best.multiplier)

@@ -245,8 +245,8 @@ def make_groups(pairs: Sequence[Pair], recipe: Recipe, group_cost: int = 0,
                 share_prefix: bool = True) -> tuple[Packed, dict]:
     """The ``2 * len(pairs)`` sequences of one batch (chosen first, as TRL concatenates them) as one :class:`~dpolib.ensemble.Packed`.
 
-    With ``share_prefix``, each pair's shared prefix (its longest common prefix, at most the prompt but its last token) is
-    one row of a prefix block, computed once; the chosen and the rejected sequence are rows of
+    With ``share_prefix``, each pair's shared prefix (its longest common prefix, at most the prompt
+    but its last token) is one row of a prefix block, computed once; the chosen and the rejected sequence are rows of
     suffix blocks that attend to it (same math as the whole sequences: the suffix tokens keep their
     positions, and the attention sees the prefix's keys and values, then the row's own). Without
     it, every sequence is one row, whole. Prefixes and suffixes are each grouped by length
@@ -420,7 +420,8 @@ def _curve(step: int, epoch: float, lr: float, grad_norm: float, out, loss: floa
 
 
 def train_sweep(student, tokenizer, train_datasets, betas: Sequence[float], dpo_args: dict[str, Any], seed: int = 0,
-                *, bucket: bool = False, group_cost: int | None = None, progress: bool = False) -> SweepResult:
+                *, bucket: bool = False, group_cost: int | None = None, learning_rates: Sequence[float] | None = None,
+                progress: bool = False) -> SweepResult:
     """Train K DPO runs of one student as one batched run; member k is the run with ``betas[k]``.
 
     Args:
@@ -438,6 +439,11 @@ def train_sweep(student, tokenizer, train_datasets, betas: Sequence[float], dpo_
             call (default: 100 / K, since the fixed cost of a call is shared by the K members;
             measured on the cpu student at K = 8, where a step of 16 pairs makes about 4 prefix and
             9 suffix blocks for ``char``, 2 and 7 for ``bpe``).
+        learning_rates: each member's peak learning rate (default: ``dpo_args``' for every member). The
+            optimizer steps at the ``dpo_args`` rate and each member's step is rescaled by its rate over that
+            one: AdamW's step, its decoupled weight decay included, is proportional to the learning rate
+            and its moments do not depend on it, so member k follows the run at its own rate (to float
+            round-off; the learning-rate rule trains its candidates this way).
         progress: show a progress bar.
 
     Returns:
@@ -464,6 +470,11 @@ def train_sweep(student, tokenizer, train_datasets, betas: Sequence[float], dpo_
     lengths = [len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) for p in pairs] if bucket else None
     order = batch_order(len(pairs), recipe, lengths)
     group_cost = max(1, round(100 / k)) if group_cost is None else group_cost
+    rates = [recipe.learning_rate] * k if learning_rates is None else [float(r) for r in learning_rates]
+    if len(rates) != k or not all(math.isfinite(r) and r > 0 for r in rates):
+        raise ValueError(f"learning_rates needs one finite rate > 0 per member ({k}), got {list(learning_rates)}")
+    rescale = None if all(r == recipe.learning_rate for r in rates) else \
+        torch.tensor([r / recipe.learning_rate for r in rates])
 
     stacked = StackedLM(model, k)
     params = stacked.parameters()
@@ -485,12 +496,18 @@ def train_sweep(student, tokenizer, train_datasets, betas: Sequence[float], dpo_
             losses.append(out.losses.mean())
         torch.stack(losses).sum().backward()  # members share no weight: each gradient is its own loss's
         norms = clip_grad_norm_per_member(params, recipe.max_grad_norm)
+        before = None if rescale is None else [p.detach().clone() for p in params]
         opt.step()
+        if before is not None:  # member k's step at its own rate
+            with torch.no_grad():
+                for p, b in zip(params, before):
+                    p.sub_(b).mul_(rescale.view(k, *([1] * (p.dim() - 1)))).add_(b)
         lr = schedule.get_last_lr()[0]
         schedule.step()
         opt.zero_grad(set_to_none=True)
         for m in range(k):
-            curves[m].append(_curve(step, epoch, lr, norms[m].item(), outs[m], losses[m].item(), chosen[m],
+            curves[m].append(_curve(step, epoch, lr * rates[m] / recipe.learning_rate, norms[m].item(), outs[m],
+                                    losses[m].item(), chosen[m],
                                     rejected[m]))
     wall = time.perf_counter() - t0
     padding = dict(counts, efficiency=counts["computed"] / max(counts["padded"], 1),

@@ -61,12 +61,13 @@ __all__ = [
     "test_prompts",
 ]
 
-#: How the model sources are sampled (ancestral sampling, as UltraFeedback's models were); each source's seed is
-#: derived from this seed, the world seed and the source's name (:func:`source_seed`).
-SAMPLING = {"temperature": 1.0, "top_p": 1.0, "seed": 1234, "batch_size": 64}
+#: How the model sources are sampled (ancestral sampling at temperature 1 from the 50 most likely tokens, which is
+#: what Hugging Face's ``generate`` did for world-4 with its default top-k); each source's seed is derived from this
+#: seed, the world seed and the source's name (:func:`source_seed`).
+SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": 50, "seed": 1234, "batch_size": 64}
 #: The sampler (:func:`dpolib.ensemble_generate.generate_ensemble`: inverse-CDF draws, one stream of uniforms per
 #: source); part of the samples' cache key.
-SAMPLER = "stacked-inverse-cdf-1"
+SAMPLER = "stacked-inverse-cdf-2"
 #: Candidates per prompt that are distinct siblings; the rest is a large model or a writer (:func:`pool_sources`).
 SIBLING_SLOTS = 3
 #: The chance that a prompt's other candidate is a large model's sample rather than a writer's answer.
@@ -140,7 +141,7 @@ def model_samples(profile: Profile, prompts: list[TaskPrompt], cache_dir=None, p
     The sources are :func:`model_sources` (or, with ``on_policy=<student>``, that student's SFT
     model sampled :data:`ON_POLICY_SAMPLES` times). Sources of one family and size are sampled
     together as one stack (:func:`dpolib.ensemble_generate.generate_ensemble`: the model's chat
-    template, temperature 1, seed :func:`source_seed`, ``profile.max_new_tokens``); a source's
+    template, :data:`SAMPLING`, seed :func:`source_seed`, ``profile.max_new_tokens``); a source's
     samples do not depend on which sources share its stack. Cached as JSON next to the models,
     keyed by the models' cache keys, the prompts, the settings and :data:`SAMPLER`. A response
     that hits the token limit is kept as cut (no final full stop, so gold scores it as unterminated).
@@ -168,7 +169,7 @@ def model_samples(profile: Profile, prompts: list[TaskPrompt], cache_dir=None, p
     messages = [by_text[t].messages() for t in unique]
     settings = evaluation.GenerationSettings(max_new_tokens=profile.max_new_tokens, do_sample=True,
                                              temperature=SAMPLING["temperature"], top_p=SAMPLING["top_p"],
-                                             batch_size=SAMPLING["batch_size"])
+                                             top_k=SAMPLING["top_k"], batch_size=SAMPLING["batch_size"])
     stacks: dict[tuple[str, str], list[str]] = {}
     for name, (family, size, _, _) in sources.items():
         stacks.setdefault((family, size), []).append(name)
