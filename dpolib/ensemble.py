@@ -235,21 +235,17 @@ class StackedLM:
         index = input_ids.reshape(self.k, -1, 1).expand(-1, -1, table.shape[-1])
         return table.gather(1, index)
 
-    def hidden_states(self, input_ids: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
-        """Final hidden states of right-padded rows: ``(K, rows * slots, hidden)`` at the ``queries`` positions, or
-        ``(K, rows * length, hidden)`` at every position when ``queries`` is ``None``.
+    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Final hidden states ``(K, rows * length, hidden)`` at every position of right-padded rows (causal
+        attention within each row, as one :class:`Block`).
 
         ``input_ids`` is ``(rows, length)`` (every member reads the same rows) or ``(K, rows, length)`` (each
         member its own rows, of one common shape)."""
         rows, length = input_ids.shape[-2:]
-        at = None if queries is None else Queries(queries, length)
-
-        def attend(q, k, v, last):
-            return self._attention(q, k, v, rows, length, at if last else None)
-
+        block = _BlockAttention(Block(0, rows, length), self.k)
         name = "wte.weight" if self.kind == "gpt2" else "embed_tokens.weight"
-        return self._layers(self._embed(name, input_ids), torch.arange(length).repeat(rows), attend,
-                            None if at is None else at.flat)
+        return self._layers(self._embed(name, input_ids), torch.arange(length).repeat(rows),
+                            lambda q, k, v, last: block(q, k, v, None), None)
 
     def _layers(self, h, positions, attend, at):
         """Every layer on token embeddings ``h`` ``(K, tokens, hidden)`` at ``positions`` ``(tokens,)`` (each token's
@@ -277,24 +273,6 @@ class StackedLM:
 
     def _rms_norm(self, h, name):
         return F.rms_norm(h, h.shape[-1:], eps=self.eps) * self._p(name).unsqueeze(1)
-
-    def _attention(self, q, k, v, rows, length, at: "Queries | None"):
-        """Causal attention of per-head projections ``(K, positions, heads, head_dim)``.
-
-        ``q`` holds every position (``at=None``) or only the query slots of ``at``; keys and
-        values hold every position of the ``(rows, length)`` block.
-        """
-        k_ = q.shape[0]
-        n, slots = k_ * rows, length if at is None else at.slots
-        q = q.reshape(n, slots, -1, q.shape[-1]).transpose(1, 2)
-        k = k.reshape(n, length, -1, k.shape[-1]).transpose(1, 2)
-        v = v.reshape(n, length, -1, v.shape[-1]).transpose(1, 2)
-        gqa = k.shape[1] != q.shape[1]
-        if at is None:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=at.mask(k_), enable_gqa=gqa)
-        return out.transpose(1, 2).reshape(k_, rows * slots, -1)
 
     def _gpt2_block(self, h, i, attend, at):
         p = f"h.{i}."
@@ -413,23 +391,6 @@ def clip_grad_norm_per_member(params: list[torch.Tensor], max_norm: float) -> to
         for p in params:
             p.grad.mul_(coef.view(k, *([1] * (p.dim() - 1))))
     return total
-
-
-class Queries:
-    """The last layer's query slots of a ``(rows, length)`` block: flat indices and the causal mask."""
-
-    def __init__(self, queries: torch.Tensor, length: int):
-        rows, self.slots = queries.shape
-        self.flat = (queries + torch.arange(rows)[:, None] * length).reshape(-1)
-        # slot j of row r sees key positions <= its own position: (rows, 1, slots, length)
-        self._mask = (torch.arange(length)[None, None, :] <= queries[:, :, None]).unsqueeze(1)
-        self._expanded: dict[int, torch.Tensor] = {}
-
-    def mask(self, k: int) -> torch.Tensor:
-        """The mask for K members stacked along the batch axis: ``(K * rows, 1, slots, length)``."""
-        if k not in self._expanded:
-            self._expanded[k] = self._mask.repeat(k, 1, 1, 1)
-        return self._expanded[k]
 
 
 class _BlockAttention:

@@ -115,7 +115,6 @@ def choose_learning_rate(backend, student: str) -> LrChoice:
         sweep = train_sweep(policy, tokenizer, train, [RULE_BETA] * len(rates), base, seed=0,
                             learning_rates=rates)
     seconds = (time.perf_counter() - t) / len(rates)
-    del policy
     candidates = []
     for m, lr, (model, _) in zip(profile.dpo_lr_multipliers, rates, sweep.members):
         model.eval()
@@ -126,7 +125,6 @@ def choose_learning_rate(backend, student: str) -> LrChoice:
                               - (np.asarray(rejected.sequence_logps) - np.asarray(val["ref_rejected_logps"])))
         loss = float(np.mean(np.logaddexp(0.0, -margin)))
         candidates.append(LrCandidate(m, lr, loss, float(np.mean(margin > 0)), seconds))
-        del model
     best = min(candidates, key=lambda c: (c.val_dpo_loss if math.isfinite(c.val_dpo_loss) else math.inf,
                                           c.learning_rate))
     return LrChoice(student, profile.name, 0, RULE_BETA, tuple(candidates), best.learning_rate, best.multiplier)
